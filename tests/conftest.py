@@ -1,0 +1,29 @@
+"""Shared fixtures: real reference data (skipped where absent) and temporary outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+def reference_file(*parts: str) -> Path:
+    """Path of a file under ../shared/reference, or skip the test with the reason."""
+    path = REFERENCE.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"reference data not available: {path} (../shared/reference is absent)")
+    return path
+
+
+@pytest.fixture
+def real_t1() -> Path:
+    """The real LAS T1 of the deep-T1-WMH project (1.75 mm)."""
+    return reference_file("deep-t1-wmh", "t1_image.nii.gz")
+
+
+@pytest.fixture
+def real_gre() -> tuple[Path, Path]:
+    """The real 3-echo GRE crop of CLEARSWI.jl: (magnitude, phase)."""
+    return reference_file("clearswi-small", "mag.nii"), reference_file("clearswi-small", "phase.nii")
