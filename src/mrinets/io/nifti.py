@@ -246,8 +246,9 @@ def save(
     if out_array.ndim == 3:
         header["dim"][4:] = 1
     img = image_class(out_array, affine, header=header)
-    img.set_qform(header.get_qform() if qcode else affine, code=qcode)
-    img.set_sform(header.get_sform() if scode else affine, code=scode)
+    keep = src is not None
+    img.set_qform(header.get_qform() if keep and qcode else affine, code=qcode)
+    img.set_sform(header.get_sform() if keep and scode else affine, code=scode)
     img.header.set_slope_inter(1.0, 0.0)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))

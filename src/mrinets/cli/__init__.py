@@ -1,0 +1,89 @@
+"""The ``mrinets`` command line: thin workflows over the library.
+
+Each sub-command lives in its own module with ``add_parser(subparsers)``; this
+module owns what is common: the one-line error contract, ``--debug``,
+``--quiet``, ``--version`` and logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from mrinets import __version__
+from mrinets.errors import EXIT_INPUT_ERROR, InputError
+
+__all__ = ["main", "build_parser", "Parser"]
+
+log = logging.getLogger("mrinets")
+
+# Sub-command modules, in the order `mrinets --help` lists them.
+_COMMANDS = (
+    "mrinets.cli.demo",
+    "mrinets.cli.phantom",
+    "mrinets.cli.planned",
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in the one-line ``mrinets: error:`` form."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"mrinets: error: {self.prog}: {message}\n")
+        raise SystemExit(EXIT_INPUT_ERROR)
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every command accepts, after the sub-command name too."""
+    parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars or info messages")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug messages")
+
+
+def build_parser() -> Parser:
+    import importlib
+
+    parser = Parser(
+        prog="mrinets",
+        description="Deep-learning pipelines that turn brain MRI into quantitative biomarkers.",
+    )
+    parser.add_argument("--version", action="version", version=f"mrinets {__version__}")
+    add_common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for name in _COMMANDS:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def _setup_logging(*, quiet: bool, debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="mrinets: %(message)s", stream=sys.stderr, force=True)
+    if not debug:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.quiet = getattr(args, "quiet", False)
+    args.debug = getattr(args, "debug", False)
+    _setup_logging(quiet=args.quiet, debug=args.debug)
+    try:
+        status = args.func(args)
+    except InputError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"mrinets: error: {exc}\n")
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("mrinets: interrupted\n")
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from mrinets.cli import main
+
+sys.exit(main())

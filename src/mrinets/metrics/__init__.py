@@ -1,0 +1,1 @@
+"""Evaluation measures for segmentations, images, susceptibility maps and diffusion parameters."""

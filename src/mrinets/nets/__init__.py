@@ -1,0 +1,1 @@
+"""Network architectures (torch ``nn.Module``); they know nothing of files."""

@@ -1,0 +1,1 @@
+"""MR physics: dipole field model, phase unwrapping, background removal, inversion, diffusion signals, sampling."""

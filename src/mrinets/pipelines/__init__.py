@@ -1,0 +1,1 @@
+"""The five pipelines; each exposes Config, train(), predict() -> Result, evaluate()."""

@@ -1,0 +1,1 @@
+"""Preprocessing shared by pipelines: masks, intensity normalisation, resampling, registration."""
