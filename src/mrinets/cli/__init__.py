@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from mrinets import __version__
+from mrinets.cli.common import add_common
 from mrinets.errors import EXIT_INPUT_ERROR, InputError
 
 __all__ = ["main", "build_parser", "Parser"]
@@ -22,8 +23,8 @@ log = logging.getLogger("mrinets")
 
 # Sub-command modules, in the order `mrinets --help` lists them.
 _COMMANDS = (
-    "mrinets.cli.demo",
-    "mrinets.cli.phantom",
+    "mrinets.cli.info",
+    "mrinets.cli.qsm",
     "mrinets.cli.planned",
 )
 
@@ -34,12 +35,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"mrinets: error: {self.prog}: {message}\n")
         raise SystemExit(EXIT_INPUT_ERROR)
-
-
-def add_common(parser: argparse.ArgumentParser) -> None:
-    """Options every command accepts, after the sub-command name too."""
-    parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars or info messages")
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug messages")
 
 
 def build_parser() -> Parser:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 
 from mrinets import __version__
+from mrinets.cli.common import add_common
 from mrinets.errors import InputError
 
 # Pipelines move from here to their own module as they land.
 PLANNED = {
     "wmh": "white-matter hypointensities on 3D T1 (Thyreau et al. 2022)",
     "cmb": "cerebral microbleed detection from SWI/GRE/QSM (Sundaresan et al. 2023)",
-    "qsm": "quantitative susceptibility mapping from GRE magnitude + phase",
     "microstructure": "NODDI microstructure from few-gradient dMRI (Li et al. 2020)",
     "lowfield": "64 mT to 3 T image translation (Islam et al. 2023)",
     "batch": "run a pipeline on many subjects (Dask)",
@@ -24,8 +24,6 @@ PLANNED = {
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from mrinets.cli import add_common
-
     for name, purpose in PLANNED.items():
         p = sub.add_parser(name, help=f"{purpose} [not in this version]", description=purpose)
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

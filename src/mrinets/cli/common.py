@@ -1,0 +1,33 @@
+"""Argument helpers shared by the sub-command modules."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+__all__ = ["add_common", "finite_float", "positive_float"]
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every command accepts, after the sub-command name too."""
+    parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars or info messages")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug messages")
+
+
+def finite_float(text: str) -> float:
+    """A float that is not NaN or infinite."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite float above zero."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
