@@ -23,6 +23,8 @@ log = logging.getLogger("mrinets")
 
 # Sub-command modules, in the order `mrinets --help` lists them.
 _COMMANDS = (
+    "mrinets.cli.demo",
+    "mrinets.cli.phantom",
     "mrinets.cli.info",
     "mrinets.cli.qsm",
     "mrinets.cli.planned",

@@ -31,7 +31,7 @@ from mrinets.physics.background import vsharp
 from mrinets.physics.echoes import GreAcquisition, detect_phase_units, fit_echoes, hz_to_ppm
 from mrinets.physics.inversion import QsmReconstructor
 from mrinets.physics.unwrap import unwrap_laplacian, wrap
-from mrinets.preprocess.mask import gre_brain_mask
+from mrinets.preprocess.mask import gre_brain_mask, largest_component
 
 __all__ = ["QsmConfig", "QsmResult", "predict", "reconstruct", "evaluate", "read_labels", "combine_echoes"]
 
@@ -155,6 +155,30 @@ def read_labels(path: str | Path, *, like: Image) -> tuple[np.ndarray, dict[int,
     return labels, names
 
 
+def phase_reliability(phase: np.ndarray, mask: np.ndarray, *, max_step: float = np.pi / 2) -> np.ndarray:
+    """Voxels of ``mask`` whose phase is sampled finely enough to unwrap.
+
+    A voxel is unreliable when its wrapped phase differs from a neighbour inside
+    the mask by more than ``max_step`` rad: there (next to air-tissue borders,
+    or where noise dominates) the field changes faster than the grid samples it
+    and no spatial unwrapper can recover it, so the voxel is left out of the
+    field rather than let a 2 pi error spread through the dipole inversion.
+    """
+    worst = np.zeros(phase.shape, np.float32)
+    for axis in range(3):
+        step = np.abs(np.angle(np.exp(1j * np.diff(phase, axis=axis)))).astype(np.float32)
+        both = np.logical_and(np.take(mask, range(phase.shape[axis] - 1), axis=axis),
+                              np.take(mask, range(1, phase.shape[axis]), axis=axis))
+        step = np.where(both, step, 0)
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis] = slice(0, -1)
+        hi[axis] = slice(1, None)
+        worst[tuple(lo)] = np.maximum(worst[tuple(lo)], step)
+        worst[tuple(hi)] = np.maximum(worst[tuple(hi)], step)
+    return mask & (worst <= max_step)
+
+
 def combine_echoes(
     phase: np.ndarray,
     magnitude: np.ndarray,
@@ -162,10 +186,11 @@ def combine_echoes(
     echo_times: tuple[float, ...],
     mask: np.ndarray,
     voxel_size: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unwrap multi-echo phase and fit one frequency map.
 
-    Returns ``(unwrapped_phase (X, Y, Z, E), field_hz (X, Y, Z))``.
+    Returns ``(unwrapped_phase (X, Y, Z, E), field_hz (X, Y, Z), reliable)``,
+    ``reliable`` the voxels of ``mask`` kept by :func:`phase_reliability`.
 
     Notes
     -----
@@ -181,15 +206,17 @@ def combine_echoes(
     """
     te = np.asarray(echo_times, dtype=np.float64)
     if te.size == 1:
+        mask = largest_component(phase_reliability(phase[..., 0], mask))
         unwrapped = unwrap_laplacian(phase[..., 0], mask=mask, voxel_size=voxel_size, congruent=True)[..., None]
         fit = fit_echoes(unwrapped, echo_times=echo_times, mask=mask)
-        return unwrapped, fit.field_hz
+        return unwrapped, fit.field_hz, mask
     z = magnitude * np.exp(1j * phase)
     steps = np.diff(te)
     uniform = np.allclose(steps, steps[0], rtol=1e-3)
     pairs = range(te.size - 1) if uniform else range(1)
     ratio = sum(z[..., n + 1] * np.conj(z[..., n]) for n in pairs)
     dte = float(steps[0])
+    mask = largest_component(phase_reliability(np.angle(ratio), mask))
     dphi = unwrap_laplacian(np.angle(ratio), mask=mask, voxel_size=voxel_size, congruent=True)
     omega = dphi / dte
     phi0 = np.angle(z[..., 0] * np.exp(-1j * omega * te[0]))
@@ -197,7 +224,7 @@ def combine_echoes(
     unwrapped = phase + 2 * np.pi * np.round((predicted - phase) / (2 * np.pi))
     unwrapped = np.where(mask[..., None], unwrapped, 0).astype(np.float32)
     fit = fit_echoes(unwrapped, echo_times=echo_times, magnitude=magnitude, mask=mask, offset=True)
-    return unwrapped, fit.field_hz
+    return unwrapped, fit.field_hz, mask
 
 
 def reconstruct(
@@ -222,7 +249,7 @@ def reconstruct(
     timings["mask"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    unwrapped, field_hz = combine_echoes(
+    unwrapped, field_hz, brain = combine_echoes(
         phs, mag, echo_times=config.echo_times, mask=brain, voxel_size=voxel_size
     )
     total_ppm = hz_to_ppm(field_hz, b0=config.b0).astype(np.float32)

@@ -1,0 +1,1 @@
+"""Shipped real data (templates) and synthetic subjects with ground truth (phantoms)."""

@@ -1,0 +1,97 @@
+"""Registry of phantom kinds, so the CLI and pipelines add kinds without argparse in the library.
+
+A kind names its options (flag, type, default, help) and a ``make(seed=, out=,
+**options)`` that writes the subject and returns the files written. The
+command line maps ``mrinets phantom <kind> --seed N --out DIR [--option ...]``
+onto it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PhantomOption", "PhantomKind", "PHANTOM_KINDS", "register"]
+
+
+@dataclass(frozen=True)
+class PhantomOption:
+    """One option of a phantom kind: ``--flag`` on the command line, ``flag`` as keyword."""
+
+    flag: str
+    type: type
+    default: Any
+    help: str
+    nargs: int | str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class PhantomKind:
+    """A kind of synthetic subject and how to write one."""
+
+    name: str
+    help: str
+    options: tuple[PhantomOption, ...]
+    make: Callable[..., list[Path]]
+
+
+PHANTOM_KINDS: dict[str, PhantomKind] = {}
+
+
+def register(kind: PhantomKind) -> PhantomKind:
+    """Add ``kind`` to the registry (names are unique)."""
+    if kind.name in PHANTOM_KINDS:
+        raise ValueError(f"phantom kind {kind.name!r} is already registered")
+    PHANTOM_KINDS[kind.name] = kind
+    return kind
+
+
+def _make_head(*, seed: int, out: Path, voxel_size, slice_thickness, snr, contrasts, fast) -> list[Path]:
+    from mrinets.data.phantoms.head import make_head
+
+    crop = ((50, 146), (60, 172), (50, 140)) if fast else None
+    subject = make_head(seed, voxel_size=tuple(voxel_size), slice_thickness=slice_thickness or None, snr=snr,
+                        contrasts=tuple(contrasts), crop=crop)
+    return subject.save(out)
+
+
+def _make_qsm(*, seed: int, out: Path, voxel_size, te, b0, b0_dir, snr, crop) -> list[Path]:
+    from mrinets.data.phantoms.qsm import make_qsm_head
+
+    phantom = make_qsm_head(seed, voxel_size=voxel_size, echo_times=tuple(te), b0=b0, b0_dir=tuple(b0_dir), snr=snr,
+                            crop_mm=crop or None)
+    return phantom.save(out)
+
+
+register(PhantomKind(
+    name="head",
+    help="deformed MNI152 head: T1w, T2w, FLAIR-like and GRE magnitude with tissue truth",
+    options=(
+        PhantomOption("voxel-size", float, (1.0, 1.0, 1.0), "voxel size in mm (x y z)", nargs=3),
+        PhantomOption("slice-thickness", float, 0.0, "thick axial slices of this FWHM in mm (0: none)"),
+        PhantomOption("snr", float, 30.0, "white-matter signal over noise std"),
+        PhantomOption("contrasts", str, ["t1w", "t2w", "flair", "gre"], "contrasts to simulate", nargs="+"),
+        PhantomOption("fast", bool, False, "build only a central box of the template (for quick looks)"),
+    ),
+    make=_make_head,
+))
+
+register(PhantomKind(
+    name="qsm",
+    help="susceptibility head: multi-echo GRE magnitude + wrapped phase, true chi, fields, nuclei labels",
+    options=(
+        PhantomOption("voxel-size", float, 1.0, "isotropic voxel size in mm"),
+        PhantomOption("te", float, [0.004, 0.012, 0.020, 0.028], "echo times in seconds", nargs="+"),
+        PhantomOption("b0", float, 3.0, "field strength in tesla"),
+        PhantomOption("b0-dir", float, [0.0, 0.0, 1.0], "B0 direction in world coordinates", nargs=3),
+        PhantomOption("snr", float, 100.0, "white-matter magnitude over noise std at the first echo"),
+        PhantomOption("crop", float, 0.0, "keep a cube of this side (mm) around the deep grey nuclei (0: whole head)"),
+    ),
+    make=_make_qsm,
+))

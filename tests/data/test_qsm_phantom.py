@@ -1,0 +1,53 @@
+"""The susceptibility head: physics consistency of what it writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrinets.data.phantoms.qsm import NUCLEI, make_qsm_head
+from mrinets.physics.echoes import GAMMA
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_qsm_head(5, voxel_size=3.0, echo_times=(0.005, 0.010, 0.015), snr=1e6)
+
+
+def test_phase_is_the_wrapped_field(phantom):
+    te = np.asarray(phantom.echo_times)
+    m = phantom.mask
+    # phase difference between echoes equals gamma B0 field dTE, wrapped
+    measured = np.angle(np.exp(1j * (phantom.phase[..., 1] - phantom.phase[..., 0])))[m]
+    expected = np.angle(np.exp(1j * GAMMA * phantom.b0 * 1e-6 * phantom.total_field * (te[1] - te[0])))[m]
+    assert np.abs(np.angle(np.exp(1j * (measured - expected)))).max() < 1e-3
+    assert np.abs(phantom.phase).max() <= np.pi + 1e-6
+    assert (np.abs(phantom.phase[..., -1][m]) > 3).mean() > 0.01  # the phase wraps
+
+
+def test_background_dominates_local_field(phantom):
+    m = phantom.mask
+    background = phantom.total_field - phantom.local_field
+    assert np.sqrt((background[m] ** 2).mean()) > 10 * np.sqrt((phantom.local_field[m] ** 2).mean())
+
+
+def test_nuclei_labels_and_values(phantom):
+    assert set(np.unique(phantom.labels)) == {0} | {v[0] for v in NUCLEI.values()}
+    gp = phantom.chi[phantom.labels == NUCLEI["globus_pallidus"][0]].mean()
+    thal = phantom.chi[phantom.labels == NUCLEI["thalamus"][0]].mean()
+    assert gp > thal > phantom.chi[phantom.mask].mean() - 0.05
+    assert phantom.chi[~phantom.mask].max() == 0
+
+
+def test_reproducible_and_crop():
+    a = make_qsm_head(3, voxel_size=4.0, crop_mm=60)
+    b = make_qsm_head(3, voxel_size=4.0, crop_mm=60)
+    np.testing.assert_array_equal(a.phase, b.phase)
+    assert a.chi.shape == (16, 16, 16)  # 2 * round(60 mm / (2 * 4 mm)) voxels
+
+
+def test_save_writes_labels_table(tmp_path):
+    p = make_qsm_head(1, voxel_size=4.0)
+    names = {q.name for q in p.save(tmp_path)}
+    assert {"mag.nii.gz", "phase.nii.gz", "chi.nii.gz", "labels.nii.gz", "labels.tsv", "phantom.json"} <= names
+    assert "globus_pallidus" in (tmp_path / "labels.tsv").read_text()

@@ -1,0 +1,55 @@
+"""Slice profiles, thick-slice acquisition and resampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrinets.physics.sampling import affine_resample, resample_to_voxel_size, slice_profile, thick_slices
+
+
+@pytest.mark.parametrize("profile", ["gaussian", "rect"])
+def test_profiles_are_normalised_and_symmetric(profile):
+    w = slice_profile(5.0, 1.0, profile=profile)
+    assert w.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(w, w[::-1])
+
+
+def test_gaussian_profile_fwhm():
+    w = slice_profile(5.0, 0.1, profile="gaussian")
+    z = (np.arange(w.size) - w.size // 2) * 0.1
+    above = z[w >= w.max() / 2]
+    assert above.max() - above.min() == pytest.approx(5.0, abs=0.2)
+
+
+def test_rect_thick_slices_are_block_averages():
+    rng = np.random.default_rng(0)
+    vol = rng.random((4, 4, 40)).astype(np.float32)
+    affine = np.eye(4)
+    low, low_affine = thick_slices(vol, affine, slice_thickness=5.0, profile="rect")
+    assert low.shape == (4, 4, 8)
+    np.testing.assert_allclose(low_affine[2, 2], 5.0)
+    # slice k is centred on voxel 5k and averages voxels 5k-2 .. 5k+2
+    np.testing.assert_allclose(low[..., 2], vol[..., 8:13].mean(-1), rtol=1e-5)
+    assert low.mean() == pytest.approx(vol[..., 2:-2].mean(), rel=0.05)
+
+
+def test_resample_onto_own_grid_is_identity():
+    rng = np.random.default_rng(1)
+    vol = rng.random((10, 12, 8)).astype(np.float32)
+    affine = np.diag([1.5, 1.0, 2.0, 1.0])
+    affine[:3, 3] = [3, -4, 5]
+    np.testing.assert_allclose(affine_resample(vol, affine, affine, vol.shape, order=1), vol, atol=1e-6)
+    four = np.stack([vol, 2 * vol], -1)
+    np.testing.assert_allclose(affine_resample(four, affine, affine, vol.shape)[..., 1], 2 * vol, atol=1e-5)
+
+
+def test_resample_to_voxel_size_keeps_linear_ramps():
+    x = np.arange(20, dtype=np.float32)
+    vol = np.broadcast_to(x[:, None, None], (20, 6, 6)).copy()
+    out, aff = resample_to_voxel_size(vol, np.eye(4), (2.0, 1.0, 1.0))
+    assert out.shape == (10, 6, 6)
+    np.testing.assert_allclose(out[:, 2, 2], np.arange(10) * 2.0, atol=1e-5)
+    np.testing.assert_allclose(aff[0, 0], 2.0)
+    with pytest.raises(ValueError, match="voxel_size"):
+        resample_to_voxel_size(vol, np.eye(4), (0, 1, 1))
