@@ -1,0 +1,117 @@
+"""QSM pipeline end to end: phantoms with known chi, the real GRE crop, outputs on the input grid."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from mrinets.cli import main
+from mrinets.data.phantoms.qsm import NUCLEI, make_qsm_head
+from mrinets.metrics.qsm import qsm_scores
+from mrinets.pipelines.qsm import QsmConfig, combine_echoes, evaluate, predict, reconstruct
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qsm_phantom")
+    make_qsm_head(11, voxel_size=3.0).save(out)
+    return out
+
+
+def test_temporal_unwrapping_is_exact_in_reliable_voxels():
+    p = make_qsm_head(4, voxel_size=3.0, snr=1e5)
+    unwrapped, field_hz, reliable = combine_echoes(p.phase, p.magnitude, echo_times=p.echo_times, mask=p.mask,
+                                                  voxel_size=np.array([3.0, 3.0, 3.0]))
+    assert reliable.sum() > 0.85 * p.mask.sum()
+    # unwrapped minus true phase is a constant multiple of 2 pi (true phase = phi0 + field * TE)
+    ppm_to_hz = 42.577478518 * p.b0
+    err = field_hz - p.total_field * ppm_to_hz
+    assert np.abs(err[reliable]).max() < 0.05
+    rewrapped = np.angle(np.exp(1j * unwrapped))
+    np.testing.assert_allclose(np.cos(rewrapped[reliable]), np.cos(p.phase[reliable]), atol=1e-4)
+
+
+def test_tv_beats_tkd_and_nuclei_are_measured():
+    p = make_qsm_head(12, voxel_size=3.0)
+    scores = {}
+    for method in ("tkd", "tv"):
+        out = reconstruct(p.magnitude, p.phase, affine=p.affine, mask=p.mask,
+                          config=QsmConfig(echo_times=p.echo_times, b0=p.b0, method=method))
+        scores[method] = qsm_scores(out["chi"], p.chi, mask=out["mask"], labels=np.where(out["mask"], p.labels, 0))
+    assert scores["tv"]["nrmse_percent"] < scores["tkd"]["nrmse_percent"]
+    assert scores["tv"]["ssim"] > scores["tkd"]["ssim"]
+    gp = scores["tv"]["roi"][str(NUCLEI["globus_pallidus"][0])]
+    assert abs(gp["error_ppm"]) < 0.05
+
+
+def test_cli_predict_and_evaluate(phantom_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["qsm", "predict", "--mag", str(phantom_dir / "mag.nii.gz"), "--phase", str(phantom_dir / "phase.nii.gz"),
+                 "--te", "0.004", "0.012", "0.020", "0.028", "--b0", "3", "--labels", str(phantom_dir / "labels.nii.gz"),
+                 "--out", str(out), "--quiet", "--no-qc"])
+    assert code == 0
+    measures = json.loads((out / "measures.json").read_text())
+    assert measures["method"] == "tkd" and "globus_pallidus" in measures["roi_mean_chi_ppm"]
+    chi = nib.load(out / "chi.nii.gz")
+    np.testing.assert_allclose(chi.affine, nib.load(phantom_dir / "mag.nii.gz").affine)
+    assert nib.load(out / "unwrapped_phase.nii.gz").shape[-1] == 4
+    capsys.readouterr()
+    code = main(["qsm", "evaluate", "--pred", str(out / "chi.nii.gz"), "--truth", str(phantom_dir / "chi.nii.gz"),
+                 "--mask", str(out / "mask.nii.gz"), "--labels", str(phantom_dir / "labels.nii.gz"),
+                 "--out", str(tmp_path / "scores.json")])
+    assert code == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert {"nrmse_percent", "hfen_percent", "ssim", "roi"} <= set(scores)
+    assert json.loads((tmp_path / "scores.json").read_text()) == scores
+
+
+def test_scanner_integer_phase_gives_same_result(phantom_dir, tmp_path):
+    img = nib.load(phantom_dir / "phase.nii.gz")
+    ints = np.clip(np.round(img.get_fdata() / np.pi * 4096), -4096, 4095).astype(np.int16)
+    nib.save(nib.Nifti1Image(ints, img.affine, img.header), tmp_path / "phase_int.nii.gz")
+    config = QsmConfig(echo_times=(0.004, 0.012, 0.020, 0.028), b0=3.0)
+    a = predict(phantom_dir / "mag.nii.gz", phantom_dir / "phase.nii.gz", config=config)
+    b = predict(phantom_dir / "mag.nii.gz", tmp_path / "phase_int.nii.gz", config=config)
+    assert b.measures["phase_scale_to_radians"] == pytest.approx(np.pi / 4096)
+    both = a.mask & b.mask
+    assert np.corrcoef(a.chi[both], b.chi[both])[0, 1] > 0.99
+
+
+def test_oblique_b0_direction_is_carried_through_the_affine(tmp_path):
+    """A head scanned tilted: the same chi is recovered when --b0-dir says where B0 was."""
+    tilt = np.deg2rad(20.0)
+    b0_world = (0.0, np.sin(tilt), np.cos(tilt))
+    p = make_qsm_head(13, voxel_size=3.0, b0_dir=b0_world, snr=300)
+    right = reconstruct(p.magnitude, p.phase, affine=p.affine, mask=p.mask,
+                        config=QsmConfig(echo_times=p.echo_times, b0=3.0, b0_dir=b0_world))
+    wrong = reconstruct(p.magnitude, p.phase, affine=p.affine, mask=p.mask,
+                        config=QsmConfig(echo_times=p.echo_times, b0=3.0))
+    m = right["mask"]
+    assert qsm_scores(right["chi"], p.chi, mask=m)["nrmse_percent"] < qsm_scores(wrong["chi"], p.chi, mask=m)["nrmse_percent"]
+
+
+def test_real_gre_crop_runs_end_to_end(real_gre, tmp_path):
+    mag, phase = real_gre
+    result = predict(mag, phase, config=QsmConfig(echo_times=(0.004, 0.008, 0.012), b0=3.0, vsharp_max_radius_mm=4.0))
+    files = result.save(tmp_path, qc=False)
+    chi = nib.load(tmp_path / "chi.nii.gz")
+    np.testing.assert_allclose(chi.affine, nib.load(mag).affine)
+    assert chi.shape == (40, 40, 20)
+    assert result.measures["phase_scale_to_radians"] == pytest.approx(np.pi / 0.0036744, rel=1e-3)
+    values = result.chi[result.mask]
+    assert result.mask.sum() > 1000 and np.isfinite(values).all()
+    # brain tissue susceptibility stays within a physiological range
+    assert np.percentile(np.abs(values), 99) < 0.5
+    assert {f.name for f in files} >= {"chi.nii.gz", "mask.nii.gz", "measures.json"}
+
+
+def test_evaluate_rejects_other_grid(phantom_dir, tmp_path):
+    from mrinets.errors import GridMismatchError
+
+    img = nib.load(phantom_dir / "chi.nii.gz")
+    nib.save(nib.Nifti1Image(img.get_fdata()[:-1].astype(np.float32), img.affine), tmp_path / "small.nii.gz")
+    with pytest.raises(GridMismatchError):
+        evaluate(tmp_path / "small.nii.gz", phantom_dir / "chi.nii.gz", mask=phantom_dir / "mask.nii.gz")
