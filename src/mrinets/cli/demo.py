@@ -33,7 +33,7 @@ def _demo_phantom(out: Path, seed: int) -> list:
     from mrinets.io import Image
     from mrinets.report import Section, qc_png
 
-    subject = make_head(seed, crop=((40, 157), (50, 190), (40, 150)))
+    subject = make_head(seed)
     paths = subject.save(out / "phantom_head")
     images = []
     for name in subject.images:
