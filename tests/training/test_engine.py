@@ -112,7 +112,7 @@ def test_dict_batches_and_logged_metrics():
 
     def loss_fn(model, batch):
         loss = nn.functional.mse_loss(model(batch["x"]), batch["y"])
-        return loss, {"mse": float(loss)}
+        return loss, {"mse": float(loss.detach())}
 
     history = Trainer(_model(), loss_fn, TrainConfig(max_epochs=2, device="cpu", quiet=True)).fit(data)
     assert len(history.train_loss) == 2 and np.isfinite(history.train_loss).all()
