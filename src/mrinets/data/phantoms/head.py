@@ -21,7 +21,7 @@ from mrinets.io import OutputStage, write_json
 from mrinets.io.nifti import from_array, save
 from mrinets.physics.sampling import resample_to_voxel_size, thick_slices
 
-__all__ = ["CONTRASTS", "HeadSubject", "make_head", "random_warp", "rician"]
+__all__ = ["CONTRASTS", "HeadSubject", "make_head", "random_warp", "rician", "rotation_matrix"]
 
 # Relative signal of (WM, GM, CSF) per contrast at 3 T; GRE is PD-weighted and
 # decays with T2* (R2* WM 21/s, GM 15/s, CSF 3/s) at the echo time.
@@ -66,7 +66,8 @@ def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
     return np.sqrt(real * real + imag * imag).astype(np.float32)
 
 
-def _rotation(angles_rad: Sequence[float]) -> np.ndarray:
+def rotation_matrix(angles_rad: Sequence[float]) -> np.ndarray:
+    """Rotation about x, then y, then z by the given angles (radians)."""
     cx, cy, cz = np.cos(angles_rad)
     sx, sy, sz = np.sin(angles_rad)
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
@@ -96,7 +97,7 @@ def random_warp(
     scales = 1.0 + rng.uniform(-scaling, scaling, 3)
     shift = rng.uniform(-translation_mm, translation_mm, 3)
     centre = affine[:3, :3] @ ((np.asarray(shape) - 1) / 2.0) + affine[:3, 3]
-    linear = _rotation(np.deg2rad(angles)) @ np.diag(scales)
+    linear = rotation_matrix(np.deg2rad(angles)) @ np.diag(scales)
     voxel = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
     world = np.stack([affine[i, 0] * grids[0] + affine[i, 1] * grids[1] + affine[i, 2] * grids[2] + affine[i, 3]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from mrinets.data.phantoms.head import rotation_matrix
 from mrinets.io import OutputStage, write_json
 from mrinets.io.nifti import from_array, save
 from mrinets.physics.dipole import b0_direction_in_voxels, forward_field
@@ -90,13 +91,7 @@ def _ellipsoid(world: np.ndarray, centre, axes, rotation: np.ndarray) -> np.ndar
 
 
 def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
-    angles = np.deg2rad(rng.uniform(-max_deg, max_deg, 3))
-    cx, cy, cz = np.cos(angles)
-    sx, sy, sz = np.sin(angles)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
+    return rotation_matrix(np.deg2rad(rng.uniform(-max_deg, max_deg, 3)))
 
 
 def _tissue_on_grid(voxel_size: float):
