@@ -26,15 +26,19 @@ __all__ = ["sharp", "vsharp", "default_vsharp_radii"]
 MAX_RADIUS_MM = 12.0
 
 
-def default_vsharp_radii(voxel_size: ArrayLike = (1.0, 1.0, 1.0)) -> tuple[float, ...]:
-    """SMV radii (mm) for :func:`vsharp`: 12 mm down to one (largest) voxel edge.
+def default_vsharp_radii(
+    voxel_size: ArrayLike = (1.0, 1.0, 1.0), *, max_radius_mm: float = MAX_RADIUS_MM
+) -> tuple[float, ...]:
+    """SMV radii (mm) for :func:`vsharp`: ``max_radius_mm`` (12) down to one (largest) voxel edge.
 
     The step is one largest voxel edge, so consecutive spheres differ by at
     least one voxel along every axis; 12 radii for 1 mm voxels.
     """
+    if not max_radius_mm > 0:
+        raise ValueError(f"max_radius_mm must be positive, got {max_radius_mm!r}")
     step = max(_as_voxel_size(voxel_size))
-    count = max(int(math.floor(MAX_RADIUS_MM / step + 1e-6)), 1)
-    return tuple(float(MAX_RADIUS_MM - i * step) for i in range(count))
+    count = max(int(math.floor(max_radius_mm / step + 1e-6)), 1)
+    return tuple(float(max_radius_mm - i * step) for i in range(count))
 
 
 def _ball_spectrum(

@@ -27,7 +27,7 @@ import numpy as np
 from mrinets.errors import ArgumentError, DimensionError, EmptyImageError, InputError
 from mrinets.io import Image, OutputStage, check_same_grid, load, save, write_json
 from mrinets.metrics.qsm import qsm_scores, roi_means
-from mrinets.physics.background import vsharp
+from mrinets.physics.background import default_vsharp_radii, vsharp
 from mrinets.physics.echoes import GreAcquisition, detect_phase_units, fit_echoes, hz_to_ppm
 from mrinets.physics.inversion import QsmReconstructor
 from mrinets.physics.unwrap import unwrap_laplacian, wrap
@@ -256,7 +256,7 @@ def reconstruct(
     timings["unwrap"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    radii = [r for r in _vsharp_radii(config.vsharp_max_radius_mm, voxel_size)]
+    radii = default_vsharp_radii(voxel_size, max_radius_mm=config.vsharp_max_radius_mm)
     local, eroded = vsharp(total_ppm, brain, voxel_size=voxel_size, radii=radii)
     timings["vsharp"] = time.perf_counter() - tic
     if not eroded.any():
@@ -281,13 +281,6 @@ def reconstruct(
         "b0_dir_voxels": b0_vox,
         "timings": timings,
     }
-
-
-def _vsharp_radii(max_radius_mm: float, voxel_size: np.ndarray) -> list[float]:
-    """Radii from ``max_radius_mm`` down to one (largest) voxel, 1 mm apart."""
-    smallest = float(np.max(voxel_size))
-    radii = list(np.arange(max_radius_mm, smallest, -1.0))
-    return [float(r) for r in radii] + [smallest]
 
 
 def predict(
