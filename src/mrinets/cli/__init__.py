@@ -27,6 +27,8 @@ _COMMANDS = (
     "mrinets.cli.phantom",
     "mrinets.cli.info",
     "mrinets.cli.qsm",
+    "mrinets.cli.batch",
+    "mrinets.cli.bids",
     "mrinets.cli.planned",
 )
 

@@ -18,8 +18,6 @@ PLANNED = {
     "cmb": "cerebral microbleed detection from SWI/GRE/QSM (Sundaresan et al. 2023)",
     "microstructure": "NODDI microstructure from few-gradient dMRI (Li et al. 2020)",
     "lowfield": "64 mT to 3 T image translation (Islam et al. 2023)",
-    "batch": "run a pipeline on many subjects (Dask)",
-    "bids": "BIDS-App entry point",
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mrinets.io.nifti import Image, check_same_grid, load, save
+from mrinets.io.nifti import Image, check_same_grid, load, load_stack, save
 from mrinets.io.output import OutputStage, atomic_path, ensure_outdir, write_json, write_text
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "check_same_grid",
     "ensure_outdir",
     "load",
+    "load_stack",
     "save",
     "write_json",
     "write_text",

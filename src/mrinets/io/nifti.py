@@ -30,7 +30,7 @@ from mrinets.errors import (
 )
 from mrinets.io.output import atomic_path
 
-__all__ = ["Image", "check_same_grid", "load", "save", "from_array"]
+__all__ = ["Image", "check_same_grid", "load", "load_stack", "save", "from_array"]
 
 _RAS = ornt.axcodes2ornt(("R", "A", "S"))
 
@@ -189,6 +189,22 @@ def load(
         dtype=img.get_data_dtype(),
     )
     return Image(data=data, affine=ras_affine, path=path, source=source)
+
+
+def load_stack(paths: Sequence[str | os.PathLike]) -> Image:
+    """Read one 3D file per volume (e.g. per echo) into a 4D :class:`Image`.
+
+    Every file must lie on the first file's grid; the result keeps the first
+    file's header for writing outputs.
+    """
+    if not paths:
+        raise ValueError("paths must not be empty")
+    images = [load(p) for p in paths]
+    for other in images[1:]:
+        check_same_grid(images[0], other)
+    first = images[0]
+    return Image(data=np.stack([im.data for im in images], axis=-1), affine=first.affine, path=first.path,
+                 source=first.source)
 
 
 def save(

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mrinets.errors import ArgumentError, DimensionError, EmptyImageError, InputError
-from mrinets.io import Image, OutputStage, check_same_grid, load, save, write_json
+from mrinets.io import Image, OutputStage, check_same_grid, load, load_stack, save, write_json
 from mrinets.metrics.qsm import qsm_scores, roi_means
 from mrinets.physics.background import default_vsharp_radii, vsharp
 from mrinets.physics.echoes import GreAcquisition, detect_phase_units, fit_echoes, hz_to_ppm
@@ -33,11 +33,44 @@ from mrinets.physics.inversion import QsmReconstructor
 from mrinets.physics.unwrap import unwrap_laplacian, wrap
 from mrinets.preprocess.mask import gre_brain_mask, largest_component
 
-__all__ = ["QsmConfig", "QsmResult", "predict", "reconstruct", "evaluate", "read_labels", "combine_echoes"]
+__all__ = [
+    "OUTPUT_NAMES",
+    "QsmConfig",
+    "QsmResult",
+    "bids_output_names",
+    "predict_and_save",
+    "combine_echoes",
+    "evaluate",
+    "predict",
+    "read_labels",
+    "reconstruct",
+]
 
 log = logging.getLogger(__name__)
 
 METHODS = ("tkd", "tv")
+OUTPUT_NAMES = {
+    "chi": "chi.nii.gz",
+    "local_field": "local_field.nii.gz",
+    "total_field": "total_field.nii.gz",
+    "unwrapped_phase": "unwrapped_phase.nii.gz",
+    "mask": "mask.nii.gz",
+    "measures": "measures.json",
+    "qc": "qc_chi.png",
+}
+
+
+def bids_output_names(prefix: str) -> dict[str, str]:
+    """Output names of a BIDS derivative, as QSMxT names them (``<prefix>_Chimap.nii.gz``)."""
+    return {
+        "chi": f"{prefix}_Chimap.nii.gz",
+        "local_field": f"{prefix}_desc-local_fieldmap.nii.gz",
+        "total_field": f"{prefix}_desc-total_fieldmap.nii.gz",
+        "unwrapped_phase": f"{prefix}_desc-unwrapped_phase.nii.gz",
+        "mask": f"{prefix}_desc-brain_mask.nii.gz",
+        "measures": f"{prefix}_desc-qsm_measures.json",
+        "qc": f"{prefix}_desc-qc_Chimap.png",
+    }
 
 
 @dataclass
@@ -108,22 +141,27 @@ class QsmResult:
     measures: dict
     reference: Image = field(repr=False)
 
-    def save(self, outdir: str | Path, *, qc: bool = True) -> list[Path]:
-        """Write chi, fields, phase, mask, measures.json and a QC PNG, all or nothing."""
+    def save(self, outdir: str | Path, *, qc: bool = True, names: dict[str, str] | None = None) -> list[Path]:
+        """Write chi, fields, phase, mask, measures and a QC PNG, all or nothing.
+
+        ``names`` maps each output (keys of :data:`OUTPUT_NAMES`) to a file name,
+        e.g. :func:`bids_output_names` for a BIDS derivative.
+        """
+        names = OUTPUT_NAMES if names is None else names
         with OutputStage(outdir) as stage:
             ref = self.reference
-            save(self.chi, stage.path("chi.nii.gz"), like=ref)
-            save(self.local_field, stage.path("local_field.nii.gz"), like=ref)
-            save(self.total_field, stage.path("total_field.nii.gz"), like=ref)
-            save(self.unwrapped_phase, stage.path("unwrapped_phase.nii.gz"), like=ref)
-            save(self.mask.astype(np.uint8), stage.path("mask.nii.gz"), like=ref, dtype=np.uint8)
-            write_json(stage.path("measures.json"), self.measures)
+            save(self.chi, stage.path(names["chi"]), like=ref)
+            save(self.local_field, stage.path(names["local_field"]), like=ref)
+            save(self.total_field, stage.path(names["total_field"]), like=ref)
+            save(self.unwrapped_phase, stage.path(names["unwrapped_phase"]), like=ref)
+            save(self.mask.astype(np.uint8), stage.path(names["mask"]), like=ref, dtype=np.uint8)
+            write_json(stage.path(names["measures"]), self.measures)
             if qc:
                 from mrinets.report import qc_png
 
                 qc_png(
                     Image(self.chi, ref.affine),
-                    stage.path("qc_chi.png"),
+                    stage.path(names["qc"]),
                     contours=self.mask,
                     title=f"QSM ({self.measures['method']}) chi [ppm]",
                     vmin=-0.15,
@@ -283,9 +321,15 @@ def reconstruct(
     }
 
 
+def _load_gre(paths: str | Path | list | tuple) -> Image:
+    if isinstance(paths, (list, tuple)):
+        return load_stack(paths) if len(paths) > 1 else load(paths[0], ndim=(3, 4))
+    return load(paths, ndim=(3, 4))
+
+
 def predict(
-    magnitude: str | Path,
-    phase: str | Path,
+    magnitude: str | Path | list | tuple,
+    phase: str | Path | list | tuple,
     *,
     config: QsmConfig,
     mask: str | Path | None = None,
@@ -293,11 +337,13 @@ def predict(
 ) -> QsmResult:
     """Reconstruct a susceptibility map from GRE magnitude and phase files.
 
-    Every input is checked before anything is computed; problems raise an
-    :class:`~mrinets.errors.InputError` naming the file.
+    ``magnitude`` and ``phase`` are each one 3D/4D file (echoes on the last
+    axis) or a list of 3D files, one per echo. Every input is checked before
+    anything is computed; problems raise an :class:`~mrinets.errors.InputError`
+    naming the file.
     """
-    mag_img = load(magnitude, ndim=(3, 4))
-    phase_img = load(phase, ndim=(3, 4))
+    mag_img = _load_gre(magnitude)
+    phase_img = _load_gre(phase)
     check_same_grid(mag_img, phase_img)
     n_echoes = phase_img.shape[3] if phase_img.data.ndim == 4 else 1
     if n_echoes != len(config.echo_times):
@@ -334,7 +380,7 @@ def predict(
         "mask_volume_ml": float(eroded.sum() * np.prod(mag_img.voxel_size) / 1000.0),
         "mean_chi_ppm": float(chi[eroded].mean()),
         "timings_s": {k: round(v, 3) for k, v in out["timings"].items()},
-        "inputs": {"magnitude": str(magnitude), "phase": str(phase), "mask": str(mask) if mask else None},
+        "inputs": {"magnitude": _as_text(magnitude), "phase": _as_text(phase), "mask": str(mask) if mask else None},
     }
     if label_arr is not None:
         inside = np.where(eroded, label_arr, 0)
@@ -348,6 +394,26 @@ def predict(
         measures=measures,
         reference=mag_img if mag_img.data.ndim == 3 else mag_img.with_data(mag_img.data[..., 0]),
     )
+
+
+def predict_and_save(
+    magnitude: str | Path | list | tuple,
+    phase: str | Path | list | tuple,
+    outdir: str | Path,
+    *,
+    config: QsmConfig,
+    mask: str | Path | None = None,
+    labels: str | Path | None = None,
+    names: dict[str, str] | None = None,
+    qc: bool = True,
+) -> list[Path]:
+    """:func:`predict` then :meth:`QsmResult.save`: one subject of a batch."""
+    result = predict(magnitude, phase, config=config, mask=mask, labels=labels)
+    return result.save(outdir, qc=qc, names=names)
+
+
+def _as_text(paths: str | Path | list | tuple) -> str | list[str]:
+    return [str(p) for p in paths] if isinstance(paths, (list, tuple)) else str(paths)
 
 
 def evaluate(

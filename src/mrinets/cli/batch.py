@@ -1,0 +1,106 @@
+"""``mrinets batch``: one pipeline over many subjects listed in a table."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import sys
+from pathlib import Path
+
+from mrinets.cli.common import add_common
+
+NAME = "batch"
+
+
+def add_scale_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``batch`` and ``bids``: workers, cluster, sharding."""
+    p.add_argument("--workers", type=int, default=1,
+                   help="local Dask worker processes (default 1); 0 runs subjects here without Dask")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--num-parts", type=int, default=1, help="split the subjects into this many parts (SLURM arrays)")
+    p.add_argument("--part-id", type=int, default=0, help="which part this process runs (0-based)")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        NAME,
+        help="run a pipeline on many subjects listed in a TSV (resumable, Dask)",
+        description="qsm: a TSV with columns subject, mag, phase, te (seconds, separated by spaces or commas), "
+        "b0 (tesla), and optionally b0_dir (three numbers), mask, labels. Relative paths are relative to the "
+        "TSV. Each subject is written to OUT/<subject>/; finished subjects are skipped on rerun.",
+    )
+    p.add_argument("pipeline", choices=["qsm"])
+    p.add_argument("subjects", help="TSV listing the subjects")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--method", choices=("tkd", "tv"), default="tkd")
+    add_scale_options(p)
+    add_common(p)
+    p.set_defaults(func=_run)
+
+
+def _numbers(text: str, where: str) -> tuple[float, ...]:
+    from mrinets.errors import ArgumentError
+
+    try:
+        return tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise ArgumentError(where, f"not a list of numbers: {text!r}") from None
+
+
+def _read_table(path: Path) -> list[dict[str, str]]:
+    from mrinets.errors import InputError, UnreadableFileError
+
+    if not path.exists():
+        raise UnreadableFileError(path, "file not found")
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    needed = {"subject", "mag", "phase", "te", "b0"}
+    if not rows or not needed <= set(rows[0]):
+        raise InputError(path, f"needs a header with columns {', '.join(sorted(needed))} and one row per subject")
+    names = [r["subject"] for r in rows]
+    if len(set(names)) != len(names):
+        raise InputError(path, "subject names must be unique")
+    return rows
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mrinets.batch import Task, run_tasks, shard
+    from mrinets.io import ensure_outdir
+    from mrinets.pipelines import qsm
+
+    table = Path(args.subjects)
+    rows = _read_table(table)
+    out = ensure_outdir(args.out)
+
+    def resolve(value: str | None) -> str | None:
+        return None if not value else str(table.parent / value)
+
+    tasks = []
+    for i, row in enumerate(rows, start=2):
+        where = f"{table}:{i}"
+        b0_dir = _numbers(row.get("b0_dir") or "0 0 1", where)
+        config = qsm.QsmConfig(echo_times=_numbers(row["te"], where), b0=_numbers(row["b0"], where)[0],
+                               b0_dir=b0_dir, method=args.method)
+        outdir = Path(out) / row["subject"]
+        tasks.append(Task(name=row["subject"], outdir=outdir, run=functools.partial(
+            qsm.predict_and_save, resolve(row["mag"]), resolve(row["phase"]), outdir, config=config,
+            mask=resolve(row.get("mask")), labels=resolve(row.get("labels")))))
+    selected = shard(tasks, num_parts=args.num_parts, part_id=args.part_id)
+    results = run_tasks(selected, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
+    return report(results, Path(out) / f"mrinets_summary_part{args.part_id}.tsv", quiet=args.quiet)
+
+
+def report(results, summary: Path, *, quiet: bool) -> int:
+    """Write the summary TSV, print failures; exit status 1 if any subject failed."""
+    from mrinets.batch import write_summary
+
+    write_summary(results, summary)
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        sys.stderr.write(f"mrinets: {r.name} failed: {r.message}\n")
+    if not quiet:
+        counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+        print(f"mrinets: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed; "
+              f"summary in {summary}")
+    return 1 if failed else 0

@@ -1,0 +1,60 @@
+"""``mrinets bids``: a BIDS App (participant level) over the available pipelines."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+
+from mrinets.cli.batch import add_scale_options, report
+from mrinets.cli.common import add_common
+
+NAME = "bids"
+PIPELINES = ("qsm",)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        NAME,
+        help="BIDS App: run pipelines on every participant of a BIDS dataset",
+        description="Finds each participant's inputs (multi-echo GRE with part-mag/part-phase and JSON "
+        "sidecars for qsm), runs them as independent tasks and writes a BIDS derivatives folder.",
+    )
+    p.add_argument("bids_dir", help="root of the BIDS dataset")
+    p.add_argument("output_dir", help="derivatives folder to write")
+    p.add_argument("analysis_level", choices=["participant"], help="only participant level exists")
+    p.add_argument("--participant-label", nargs="+", help="labels to process (with or without sub-)")
+    p.add_argument("--pipelines", nargs="+", choices=PIPELINES, default=list(PIPELINES))
+    p.add_argument("--method", choices=("tkd", "tv"), default="tv", help="QSM dipole inversion (default tv)")
+    add_scale_options(p)
+    add_common(p)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mrinets import __version__
+    from mrinets.batch import Task, run_tasks, shard
+    from mrinets.io import ensure_outdir
+    from mrinets.io.bids import derivative_dir, find_gre_runs, write_dataset_description
+    from mrinets.pipelines import qsm
+
+    out = ensure_outdir(args.output_dir)
+    tasks = []
+    if "qsm" in args.pipelines:
+        for run in find_gre_runs(args.bids_dir, participant_labels=args.participant_label):
+            config = qsm.QsmConfig(echo_times=run.echo_times, b0=run.b0, method=args.method)
+            outdir = derivative_dir(out, run.subject, run.session)
+            tasks.append(Task(
+                name=run.prefix,
+                outdir=outdir,
+                run=functools.partial(qsm.predict_and_save, list(run.magnitude), list(run.phase), outdir,
+                                      config=config, names=qsm.bids_output_names(run.prefix)),
+            ))
+    if not tasks:
+        from mrinets.errors import InputError
+
+        raise InputError(args.bids_dir, "no multi-echo GRE run (*_echo-<n>_part-mag/phase_MEGRE.nii.gz) found")
+    write_dataset_description(out, pipeline="+".join(args.pipelines), version=__version__)
+    selected = shard(tasks, num_parts=args.num_parts, part_id=args.part_id)
+    results = run_tasks(selected, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
+    return report(results, Path(out) / f"mrinets_summary_part{args.part_id}.tsv", quiet=args.quiet)

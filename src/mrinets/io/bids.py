@@ -1,0 +1,128 @@
+"""Find acquisitions in a BIDS dataset with plain globbing (no pybids needed).
+
+Multi-echo gradient echo follows BIDS 1.8+: one file per echo and part,
+``sub-<l>[_ses-<l>][_acq-<l>][_run-<i>]_echo-<i>_part-<mag|phase>_MEGRE.nii[.gz]``,
+each with a JSON sidecar holding ``EchoTime`` (s) and ``MagneticFieldStrength`` (T).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mrinets.errors import InputError, UnreadableFileError
+
+__all__ = ["GreRun", "find_gre_runs", "derivative_dir", "write_dataset_description"]
+
+_MEGRE = re.compile(r"^(?P<prefix>sub-[^_]+(?:_ses-[^_]+)?(?:_[a-z]+-[^_]+)*?)_echo-(?P<echo>\d+)"
+                    r"(?P<between>(?:_[a-z]+-[^_]+)*?)_part-(?P<part>mag|phase)(?P<after>(?:_[a-z]+-[^_]+)*)"
+                    r"_MEGRE\.nii(?:\.gz)?$")
+
+
+@dataclass(frozen=True)
+class GreRun:
+    """One multi-echo GRE run: files per echo (sorted by echo time) and its parameters."""
+
+    subject: str
+    session: str | None
+    prefix: str
+    magnitude: tuple[Path, ...]
+    phase: tuple[Path, ...]
+    echo_times: tuple[float, ...]
+    b0: float
+
+
+def _sidecar(path: Path) -> dict:
+    name = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+    side = path.with_name(name + ".json")
+    if not side.exists():
+        raise UnreadableFileError(side, "JSON sidecar not found (EchoTime and MagneticFieldStrength are needed)")
+    try:
+        return json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UnreadableFileError(side, f"not readable JSON ({exc})") from None
+
+
+def _number(meta: dict, key: str, path: Path) -> float:
+    value = meta.get(key)
+    if not isinstance(value, (int, float)) or value <= 0:
+        raise InputError(path, f"sidecar has no positive {key} (got {value!r})")
+    return float(value)
+
+
+def find_gre_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | None = None) -> list[GreRun]:
+    """All multi-echo GRE runs with magnitude and phase, per subject and session.
+
+    Parameters
+    ----------
+    bids_dir : path-like
+        Root of the BIDS dataset.
+    participant_labels : sequence of str, optional
+        Labels with or without ``sub-``; default every subject.
+
+    Raises
+    ------
+    InputError
+        When the folder is not a BIDS dataset, a label is absent, or a run lacks
+        a part, an echo or its sidecar values.
+    """
+    root = Path(bids_dir)
+    if not (root / "dataset_description.json").exists():
+        raise InputError(root, "not a BIDS dataset (no dataset_description.json)")
+    subjects = sorted(p.name for p in root.glob("sub-*") if p.is_dir())
+    if participant_labels:
+        wanted = [lab if lab.startswith("sub-") else f"sub-{lab}" for lab in participant_labels]
+        missing = sorted(set(wanted) - set(subjects))
+        if missing:
+            raise InputError(root, f"participant(s) not in the dataset: {', '.join(missing)}")
+        subjects = wanted
+    runs = []
+    for subject in subjects:
+        groups: dict[str, dict[str, dict[int, Path]]] = defaultdict(lambda: {"mag": {}, "phase": {}})
+        for path in sorted((root / subject).glob("**/anat/*_MEGRE.nii*")):
+            match = _MEGRE.match(path.name)
+            if match:
+                key = match["prefix"] + match["between"] + match["after"]
+                groups[key][match["part"]][int(match["echo"])] = path
+        for prefix, parts in sorted(groups.items()):
+            if sorted(parts["mag"]) != sorted(parts["phase"]):
+                raise InputError(root / subject, f"{prefix}: magnitude echoes {sorted(parts['mag'])} do not match "
+                                                 f"phase echoes {sorted(parts['phase'])}")
+            echoes = sorted(parts["mag"])
+            metas = [_sidecar(parts["mag"][e]) for e in echoes]
+            tes = [_number(m, "EchoTime", parts["mag"][e]) for m, e in zip(metas, echoes)]
+            b0 = _number(metas[0], "MagneticFieldStrength", parts["mag"][echoes[0]])
+            order = sorted(range(len(echoes)), key=lambda i: tes[i])
+            session = re.search(r"_ses-([^_]+)", prefix)
+            runs.append(GreRun(
+                subject=subject,
+                session=f"ses-{session[1]}" if session else None,
+                prefix=prefix,
+                magnitude=tuple(parts["mag"][echoes[i]] for i in order),
+                phase=tuple(parts["phase"][echoes[i]] for i in order),
+                echo_times=tuple(tes[i] for i in order),
+                b0=b0,
+            ))
+    return runs
+
+
+def derivative_dir(out_dir: str | Path, subject: str, session: str | None, datatype: str = "anat") -> Path:
+    """``out_dir/sub-X[/ses-Y]/datatype``, the BIDS derivatives layout."""
+    path = Path(out_dir) / subject
+    return (path / session if session else path) / datatype
+
+
+def write_dataset_description(out_dir: str | Path, *, pipeline: str, version: str) -> Path:
+    """The ``dataset_description.json`` a BIDS derivatives folder needs."""
+    from mrinets.io.output import write_json
+
+    return write_json(Path(out_dir) / "dataset_description.json", {
+        "Name": f"mrinets {pipeline}",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "mrinets", "Version": version}],
+    })
