@@ -27,3 +27,9 @@ def real_t1() -> Path:
 def real_gre() -> tuple[Path, Path]:
     """The real 3-echo GRE crop of CLEARSWI.jl: (magnitude, phase)."""
     return reference_file("clearswi-small", "mag.nii"), reference_file("clearswi-small", "phase.nii")
+
+
+@pytest.fixture
+def wmh_boxes() -> Path:
+    """Folder of deep-T1-WMH's frontal and right-side MNI boxes."""
+    return reference_file("deep-t1-wmh", "frontalMNI_box.nii.gz").parent

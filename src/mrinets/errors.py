@@ -20,6 +20,7 @@ __all__ = [
     "GridMismatchError",
     "ArgumentError",
     "OutputError",
+    "RegistrationError",
     "EXIT_INPUT_ERROR",
 ]
 
@@ -73,3 +74,7 @@ class ArgumentError(InputError):
 
 class OutputError(InputError):
     """The output location cannot be written."""
+
+
+class RegistrationError(InputError):
+    """The image could not be aligned to a template (no brain, or a poor match)."""

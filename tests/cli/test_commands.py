@@ -42,7 +42,7 @@ def test_info_prints_geometry(real_t1, capsys):
 
 
 def test_planned_pipeline_says_not_available(capsys):
-    assert main(["wmh", "predict", "t1.nii.gz"]) == 2
+    assert main(["cmb", "predict", "swi.nii.gz"]) == 2
     assert "not available" in capsys.readouterr().err
 
 

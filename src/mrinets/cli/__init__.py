@@ -27,6 +27,7 @@ _COMMANDS = (
     "mrinets.cli.phantom",
     "mrinets.cli.info",
     "mrinets.cli.qsm",
+    "mrinets.cli.wmh",
     "mrinets.cli.batch",
     "mrinets.cli.bids",
     "mrinets.cli.planned",

@@ -90,8 +90,13 @@ def thick_slices(
     ratio = spacing / step
     n = int(np.floor((volume.shape[axis] - 1) / ratio)) + 1
     positions = np.arange(n) * ratio
-    coords = np.arange(volume.shape[axis])
-    out = np.apply_along_axis(lambda line: np.interp(positions, coords, line), axis, blurred)
+    lo = np.minimum(np.floor(positions).astype(int), volume.shape[axis] - 1)
+    hi = np.minimum(lo + 1, volume.shape[axis] - 1)
+    frac = (positions - lo).astype(np.float32)
+    frac_shape = [1] * blurred.ndim
+    frac_shape[axis] = n
+    frac = frac.reshape(frac_shape)
+    out = np.take(blurred, lo, axis=axis) * (1 - frac) + np.take(blurred, hi, axis=axis) * frac
     new_affine = np.array(affine, dtype=np.float64)
     new_affine[:3, axis] = affine[:3, axis] * ratio
     return out.astype(np.float32), new_affine

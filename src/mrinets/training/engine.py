@@ -159,7 +159,8 @@ class Trainer:
         validation set; default ``{"val_loss": loss_fn(...)}``.
     optimizer, scheduler : optional
         Default AdamW with ``config.lr`` and ``config.weight_decay``; the
-        scheduler (if any) steps once per epoch.
+        scheduler (if any) steps once per epoch, or once per batch with
+        ``scheduler_per_step`` (one-cycle schedules).
     """
 
     def __init__(
@@ -171,6 +172,7 @@ class Trainer:
         val_fn: Callable[[nn.Module, Any], dict[str, float]] | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: Any = None,
+        scheduler_per_step: bool = False,
     ) -> None:
         self.config = config
         self.device = resolve_device(config.device)
@@ -184,6 +186,7 @@ class Trainer:
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.scheduler = scheduler
+        self.scheduler_per_step = scheduler_per_step
         self.amp = bool(config.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
@@ -234,6 +237,8 @@ class Trainer:
                 nn.utils.clip_grad_norm_(net.parameters(), self.config.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.scheduler is not None and self.scheduler_per_step:
+                self.scheduler.step()
             sums["loss"] += float(loss.detach())
             count += 1
             if progress:
@@ -307,7 +312,7 @@ class Trainer:
                 metrics = self._validate(net, val_data) if val_data is not None else {"val_loss": train_loss}
                 history.train_loss.append(train_loss)
                 history.val.append(metrics)
-                if self.scheduler is not None:
+                if self.scheduler is not None and not self.scheduler_per_step:
                     self.scheduler.step()
                 value = metrics.get(self.config.monitor)
                 if value is None:

@@ -69,6 +69,14 @@ def _make_qsm(*, seed: int, out: Path, voxel_size, te, b0, b0_dir, snr, crop) ->
     return phantom.save(out)
 
 
+def _make_wmh(*, seed: int, out: Path, severity, snr, flair_voxel, gross, no_pose) -> list[Path]:
+    from mrinets.data.phantoms.wmh import make_wmh_subject
+
+    phantom = make_wmh_subject(seed, severity=None if severity < 0 else severity, snr=None if snr <= 0 else snr,
+                               flair_voxel=tuple(flair_voxel), gross=True if gross else None, pose=not no_pose)
+    return phantom.save(out)
+
+
 register(PhantomKind(
     name="head",
     help="deformed MNI152 head: T1w, T2w, FLAIR-like and GRE magnitude with tissue truth",
@@ -94,4 +102,17 @@ register(PhantomKind(
         PhantomOption("crop", float, 0.0, "keep a cube of this side (mm) around the deep grey nuclei (0: whole head)"),
     ),
     make=_make_qsm,
+))
+
+register(PhantomKind(
+    name="wmh",
+    help="T1 with white-matter lesions, thick-slice FLAIR with an imperfect lesion label, 1 mm truth",
+    options=(
+        PhantomOption("severity", float, -1.0, "lesion load in [0, 1] (negative: drawn from the seed)"),
+        PhantomOption("snr", float, 0.0, "white-matter signal over noise std (0: drawn in [15, 40])"),
+        PhantomOption("flair-voxel", float, [0.9, 5.0], "FLAIR in-plane size and slice thickness in mm", nargs=2),
+        PhantomOption("gross", bool, False, "force a grossly wrong FLAIR label"),
+        PhantomOption("no-pose", bool, False, "keep the head in the template pose (no random scanner pose)"),
+    ),
+    make=_make_wmh,
 ))

@@ -1,0 +1,255 @@
+"""White-matter lesion phantom: 3D T1 with known lesions, and a thick-slice 2D FLAIR labelled imperfectly.
+
+A subject is the MNI152 tissue maps under a smooth random deformation (what
+remains after affine registration), with lesions drawn in the template:
+periventricular caps and bands grown from the lateral ventricles, and deep
+punctate to confluent blobs. The T1 (1 mm) shows them hypointense with partial
+volume; the FLAIR (default 0.9 x 0.9 x 5 mm, Gaussian slice profile) shows
+them bright, acquired in a slightly different pose than the header says
+(residual misregistration). Its label is what a hurried rater draws on the
+FLAIR slices: the slice-averaged lesion fraction above a per-subject
+threshold, with small lesions missed, a random in-plane dilation or erosion,
+and, for a few subjects, a grossly wrong label (shifted, with false blobs).
+The high-resolution truth is kept for evaluation only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from mrinets.data.phantoms.head import CONTRASTS, _bias_field, random_warp, rician, rotation_matrix
+from mrinets.io import OutputStage, write_json
+from mrinets.io.nifti import from_array, save
+from mrinets.physics.sampling import affine_resample, thick_slices
+
+__all__ = ["WmhPhantom", "make_wmh_subject", "GROSS_LABEL_RATE"]
+
+GROSS_LABEL_RATE = 0.15
+_FLAIR_LEVELS = (0.55, 0.75, 0.06)
+
+
+@dataclass
+class WmhPhantom:
+    """T1 and truth on the T1 grid; FLAIR and its label on the FLAIR grid (RAS arrays).
+
+    ``t1_affine`` and ``flair_affine`` are the header affines; ``to_mni`` maps
+    their world coordinates to MNI world coordinates (the registration a
+    perfect aligner would find, up to the nonlinear part).
+    """
+
+    t1: np.ndarray
+    lesion: np.ndarray
+    t1_affine: np.ndarray
+    flair: np.ndarray
+    flair_label: np.ndarray
+    flair_affine: np.ndarray
+    to_mni: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def truth_mask(self) -> np.ndarray:
+        return self.lesion >= 0.5
+
+    def save(self, outdir: str | Path) -> list[Path]:
+        """Write ``t1``, ``flair``, ``flair_label``, the truth maps and ``phantom.json``."""
+        t1_ref = from_array(self.lesion, self.t1_affine)
+        flair_ref = from_array(self.flair, self.flair_affine)
+        with OutputStage(outdir) as stage:
+            save(self.t1, stage.path("t1.nii.gz"), like=t1_ref)
+            save(self.flair, stage.path("flair.nii.gz"), like=flair_ref)
+            save(self.flair_label.astype(np.uint8), stage.path("flair_label.nii.gz"), like=flair_ref, dtype=np.uint8)
+            save(self.lesion, stage.path("truth_lesion_fraction.nii.gz"), like=t1_ref)
+            save(self.truth_mask.astype(np.uint8), stage.path("truth_lesion_mask.nii.gz"), like=t1_ref, dtype=np.uint8)
+            write_json(stage.path("phantom.json"), {**self.meta, "to_mni": self.to_mni.tolist()})
+            return [stage.final(n) for n in stage.names]
+
+
+def _smooth_noise(shape: Sequence[int], rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Zero-mean, unit-peak smooth random field (drawn coarse, then zoomed)."""
+    coarse = [max(int(n / sigma) + 2, 2) for n in shape]
+    noise = ndimage.zoom(rng.normal(0.0, 1.0, coarse), [n / c for n, c in zip(shape, coarse)], order=3)
+    noise = noise[: shape[0], : shape[1], : shape[2]]
+    return (noise / (np.abs(noise).max() + 1e-6)).astype(np.float32)
+
+
+def _lesions(anatomy, wm: np.ndarray, severity: float, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Lesion fraction on the template grid: periventricular caps/bands and deep blobs."""
+    shape = wm.shape
+    vent = anatomy.ventricles
+    dist = anatomy.ventricle_distance_mm
+    y = np.arange(shape[1], dtype=np.float32)[None, :, None]
+    ys = np.flatnonzero(vent.any(axis=(0, 2)))
+    front, back = float(ys.max()), float(ys.min())
+    # Caps at the frontal and occipital horns are thicker than the band along the bodies.
+    caps = np.exp(-(((y - front) / 12.0) ** 2)) + np.exp(-(((y - back) / 15.0) ** 2))
+    band = 1.0 + 6.0 * severity * rng.uniform(0.3, 1.0)
+    thickness = band * (0.5 + rng.uniform(0.2, 1.0) * caps) + 2.0 * _smooth_noise(shape, rng, 12.0)
+    pv = np.clip(thickness - dist + 0.5, 0.0, 1.0) * (thickness > 1.5) * ~vent
+
+    deep = np.zeros(shape, np.float32)
+    candidates = np.argwhere((wm > 0.9) & (dist > 6) & (anatomy.cortex_distance_mm > 3))
+    n_blobs = int(rng.poisson(2 + 30 * severity))
+    radii = np.exp(rng.uniform(np.log(1.2), np.log(2.0 + 5.0 * severity), n_blobs))
+    for centre, radius in zip(candidates[rng.integers(0, len(candidates), n_blobs)], radii):
+        axes = radius * rng.uniform(0.7, 1.3, 3)
+        half = np.ceil(axes).astype(int) + 2
+        lo = np.maximum(centre - half, 0)
+        hi = np.minimum(centre + half + 1, shape)
+        grids = np.meshgrid(*[np.arange(a, b) - c for a, b, c in zip(lo, hi, centre)], indexing="ij")
+        r = np.sqrt(sum((g / a) ** 2 for g, a in zip(grids, axes))) * radius
+        blob = np.clip(radius - r + 0.5, 0.0, 1.0)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        deep[box] = np.maximum(deep[box], blob)
+    lesion = np.maximum(pv, deep) * (wm > 0.3)
+    return lesion.astype(np.float32), {"severity": severity, "pv_band_mm": band, "deep_blobs": n_blobs}
+
+
+def _flair_grid(affine: np.ndarray, shape: Sequence[int], in_plane: float, thickness: float,
+                rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Axial FLAIR grid over the same field of view, slice positions drawn at random."""
+    extent = np.asarray(shape) * np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    n = (int(extent[0] / in_plane), int(extent[1] / in_plane), int(extent[2] / thickness))
+    grid = np.diag([in_plane, in_plane, thickness, 1.0])
+    grid[:3, 3] = affine[:3, 3] + np.array([0.0, 0.0, rng.uniform(0, thickness)])
+    return grid, n
+
+
+def _imperfect_label(fraction: np.ndarray, spacing: Sequence[float], gross: bool,
+                     rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """What a rater draws on the FLAIR slices, with the flaws recorded."""
+    threshold = rng.uniform(0.3, 0.6)
+    label = fraction > threshold
+    labels, n = ndimage.label(label)
+    sizes = np.bincount(labels.ravel()) * float(np.prod(spacing))
+    p_miss = rng.uniform(0.3, 0.8)
+    small = np.flatnonzero((sizes < 30.0) & (np.arange(len(sizes)) > 0))
+    missed = small[rng.random(len(small)) < p_miss]
+    label[np.isin(labels, missed)] = False
+    in_plane = np.zeros((3, 3, 1), bool)
+    in_plane[1, :, 0] = in_plane[:, 1, 0] = True
+    morph = rng.choice(["none", "dilate", "erode"], p=[0.5, 0.3, 0.2])
+    if morph == "dilate":
+        label = ndimage.binary_dilation(label, in_plane)
+    elif morph == "erode":
+        label = ndimage.binary_erosion(label, in_plane)
+    meta = {"threshold": threshold, "small_lesions": int(len(small)), "missed": int(len(missed)),
+            "morphology": str(morph), "gross": gross}
+    if gross:
+        shift = rng.choice([-1, 1], 2) * rng.uniform(6.0, 12.0, 2) / np.asarray(spacing[:2])
+        label = ndimage.shift(label.astype(np.float32), (*shift, 0), order=0) > 0.5
+        centres = np.argwhere(fraction >= 0)[rng.integers(0, fraction.size, 6)]
+        for c in centres:
+            box = tuple(slice(max(int(v) - 4, 0), int(v) + 4) for v in c[:2]) + (slice(int(c[2]), int(c[2]) + 1),)
+            label[box] = True
+        meta["gross_shift_voxels"] = shift.tolist()
+    return label, meta
+
+
+def make_wmh_subject(
+    seed: int,
+    *,
+    severity: float | None = None,
+    snr: float | None = None,
+    flair_voxel: tuple[float, float] = (0.9, 5.0),
+    gross: bool | None = None,
+    pose: bool = False,
+    deform_mm: float = 2.5,
+    crop: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None,
+) -> WmhPhantom:
+    """Draw one subject with white-matter lesions, a 1 mm T1 and a labelled thick-slice FLAIR.
+
+    Parameters
+    ----------
+    seed : int
+        Every random choice follows from it; ``meta`` records them.
+    severity : float, optional
+        Lesion load in [0, 1] (drawn uniformly in [0.2, 1] when None: about 2 to 40 mL).
+    snr : float, optional
+        White-matter signal over noise std of both images (drawn in [15, 40]).
+    flair_voxel : (in-plane mm, slice thickness mm)
+    gross : bool, optional
+        Force or forbid a grossly wrong label; drawn with probability
+        ``GROSS_LABEL_RATE`` when None.
+    pose : bool
+        Put the head in a random scanner pose (rotation up to 10 degrees,
+        shift up to 15 mm) through the headers of both images, so that
+        registration has work to do; the voxels stay on the template grid.
+    deform_mm : float
+        Peak smooth deformation of the anatomy.
+    crop : ((x0, x1), (y0, y1), (z0, z1)), optional
+        Box in MNI voxels built instead of the whole template (fast tests).
+    """
+    from mrinets.data.atlas import mni_anatomy
+    from mrinets.data.templates import load_mni
+
+    rng = np.random.default_rng([seed, 4])
+    severity = float(rng.uniform(0.2, 1.0)) if severity is None else float(severity)
+    snr = float(rng.uniform(15.0, 40.0)) if snr is None else float(snr)
+    gross = bool(rng.random() < GROSS_LABEL_RATE) if gross is None else bool(gross)
+    if not 0 <= severity <= 1:
+        raise ValueError(f"severity must be in [0, 1], got {severity}")
+    mni, anatomy = load_mni(), mni_anatomy()
+    box = tuple(slice(None) for _ in range(3)) if crop is None else tuple(slice(a, b) for a, b in crop)
+    affine = mni.affine.copy()
+    if crop is not None:
+        affine[:3, 3] += affine[:3, :3] @ np.array([b.start or 0 for b in box])
+
+    lesion_mni, lesion_meta = _lesions(anatomy, mni.wm.data, severity, rng)
+    shape = mni.t1.data[box].shape
+    coords, warp_meta = random_warp(shape, affine, rng, rotation_deg=2.0, scaling=0.02, translation_mm=1.5,
+                                    deform_mm=deform_mm)
+    maps = {"wm": mni.wm.data[box], "gm": mni.gm.data[box], "csf": mni.csf.data[box], "lesion": lesion_mni[box],
+            "t1": mni.t1.data[box] / float(mni.t1.data.max())}
+    warped = {k: ndimage.map_coordinates(v, coords, order=1, mode="constant") for k, v in maps.items()}
+    lesion = np.minimum(warped["lesion"], warped["wm"])
+    wm = warped["wm"] - lesion
+    detail = warped["t1"] - ndimage.gaussian_filter(warped["t1"], 2.0)
+    detail /= float(np.abs(detail).max()) + 1e-6
+
+    def image(levels: np.ndarray, lesion_level: float) -> np.ndarray:
+        signal = levels[0] * wm + levels[1] * warped["gm"] + levels[2] * warped["csf"] + lesion_level * lesion
+        return np.clip(signal * (1.0 + 0.15 * detail), 0, None).astype(np.float32)
+
+    t1_levels = np.asarray(CONTRASTS["t1w"]) * rng.uniform(0.9, 1.1, 3)
+    t1_lesion = float(t1_levels[0] * rng.uniform(0.45, 0.7))
+    bias, _ = _bias_field(shape, rng, 0.3)
+    t1 = rician(image(t1_levels, t1_lesion) * bias, t1_levels[0] / snr, rng)
+
+    flair_levels = np.asarray(_FLAIR_LEVELS) * rng.uniform(0.9, 1.1, 3)
+    flair_hr = image(flair_levels, float(flair_levels[0] * rng.uniform(1.8, 2.4)))
+    in_plane, thickness = flair_voxel
+    nominal, n_flair = _flair_grid(affine, shape, in_plane, thickness, rng)
+    # The FLAIR is really acquired in a slightly different pose than its header says.
+    error = np.eye(4)
+    error[:3, :3] = rotation_matrix(np.deg2rad(rng.uniform(-1.5, 1.5, 3)))
+    error[:3, 3] = rng.uniform(-1.5, 1.5, 3)
+    fine = nominal.copy()
+    fine[:3, 2] = nominal[:3, 2] / thickness
+    fine_shape = (n_flair[0], n_flair[1], n_flair[2] * int(round(thickness)))
+    acquired = {}
+    for name, hr in (("flair", flair_hr), ("lesion", lesion)):
+        data = affine_resample(hr, affine, error @ fine, fine_shape, order=1)
+        acquired[name] = thick_slices(data, fine, slice_thickness=thickness, slice_spacing=thickness)[0]
+    flair = rician(acquired["flair"], flair_levels[0] / snr, rng)
+    label, label_meta = _imperfect_label(acquired["lesion"], (in_plane, in_plane, thickness), gross, rng)
+
+    t1_affine, flair_affine, to_mni = affine, nominal, np.eye(4)
+    if pose:
+        head = np.eye(4)
+        head[:3, :3] = rotation_matrix(np.deg2rad(rng.uniform(-10, 10, 3)))
+        head[:3, 3] = rng.uniform(-15, 15, 3)
+        t1_affine, flair_affine, to_mni = head @ affine, head @ nominal, np.linalg.inv(head)
+    meta = {
+        "seed": seed, "snr": snr, "lesions": lesion_meta, "label": label_meta, "warp": warp_meta,
+        "t1_levels_wm_gm_csf": t1_levels.tolist(), "t1_lesion_level": t1_lesion,
+        "flair_voxel_mm": [in_plane, in_plane, thickness], "flair_misregistration": error.tolist(),
+        "lesion_volume_ml": float(lesion.sum()) / 1000.0,
+        "crop_mni_voxels": None if crop is None else [list(c) for c in crop],
+    }
+    return WmhPhantom(t1=t1, lesion=lesion.astype(np.float32), t1_affine=t1_affine, flair=flair,
+                      flair_label=label, flair_affine=flair_affine, to_mni=to_mni, meta=meta)

@@ -1,0 +1,56 @@
+"""The network's MNI-aligned box and the moves onto it and back.
+
+The box is deep-T1-WMH's: 184 x 202 x 72 voxels of 1 x 1 x 1.5 mm covering the
+cerebrum from x = -93 to 90, y = -117 to 84 and z = -33 to 73.5 mm (here in
+RAS voxel order). A subject enters it through its affine map to MNI space and
+leaves it through the exact inverse of the same map.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from scipy import ndimage
+
+from mrinets.data.templates import load_mni
+from mrinets.physics.sampling import affine_resample
+
+__all__ = ["GRID_SHAPE", "GRID_AFFINE", "to_grid", "from_grid", "grid_masks", "normalise"]
+
+GRID_SHAPE = (184, 202, 72)
+GRID_AFFINE = np.array([[1.0, 0.0, 0.0, -93.0], [0.0, 1.0, 0.0, -117.0], [0.0, 0.0, 1.5, -33.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+def to_grid(data: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, *, order: int = 1) -> np.ndarray:
+    """Resample subject data (grid ``affine``) into the box, ``to_mni`` mapping subject to MNI world."""
+    return affine_resample(data, to_mni @ affine, GRID_AFFINE, GRID_SHAPE, order=order)
+
+
+def from_grid(data: np.ndarray, affine: np.ndarray, shape, to_mni: np.ndarray, *, order: int = 1) -> np.ndarray:
+    """Box data back onto the subject grid (``affine``, ``shape``) through the inverse map."""
+    return affine_resample(data, GRID_AFFINE, to_mni @ affine, shape, order=order)
+
+
+@functools.lru_cache(maxsize=1)
+def grid_masks() -> tuple[np.ndarray, np.ndarray]:
+    """The template's brain (dilated 3 mm, as the input mask) and core white matter in the box."""
+    mni = load_mni()
+    brain = affine_resample(mni.mask.data, mni.affine, GRID_AFFINE, GRID_SHAPE, order=1) > 0.5
+    brain = ndimage.binary_dilation(brain, iterations=3)
+    wm = affine_resample(mni.wm.data, mni.affine, GRID_AFFINE, GRID_SHAPE, order=1) > 0.95
+    return brain, wm
+
+
+def normalise(t1_grid: np.ndarray) -> np.ndarray:
+    """Scale so that the template's core white matter has median 1, mask to the brain, clip to [0, 2].
+
+    The white-matter median is robust to lesions (a minority of those voxels)
+    and to the bias left inside the box, and puts every scanner on one scale.
+    """
+    brain, wm = grid_masks()
+    values = t1_grid[wm]
+    reference = float(np.median(values[values > 0])) if np.any(values > 0) else 0.0
+    if reference <= 0:
+        raise ValueError("no signal in the template white matter")
+    return (np.clip(t1_grid / reference, 0.0, 2.0) * brain).astype(np.float32)

@@ -1,0 +1,101 @@
+"""Losses shared by the pipelines' training steps.
+
+The super-resolution loss of deep-T1-WMH (Thyreau et al. 2022) teaches a
+network that predicts on a fine 3D grid from labels drawn on thick 2D slices:
+the fine prediction is carried through the acquisition of the labelled image
+(its pose relative to the prediction grid and its slice profile) and only
+then compared with the label, so the label says nothing about where inside a
+thick slice a lesion lies and the image is left to decide it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["acquire", "soft_dice_loss", "segmentation_loss", "super_resolution_loss"]
+
+
+def acquire(prob: torch.Tensor, grid: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Slice-profile average of ``prob`` at the sample points of thick-slice voxels.
+
+    Parameters
+    ----------
+    prob : Tensor (N, 1, X, Y, Z)
+        Fine-grid prediction.
+    grid : Tensor (N, A, B, C * K, 3)
+        For each of the A x B x C low-resolution voxels, K points along its
+        slice normal, in ``grid_sample`` coordinates of ``prob`` (last axis
+        ordered z, y, x; ``align_corners=True``).
+    weights : Tensor (N, K)
+        Slice profile at the K points, summing to 1.
+
+    Returns
+    -------
+    Tensor (N, A, B, C)
+    """
+    n, a, b, ck, _ = grid.shape
+    k = weights.shape[-1]
+    samples = F.grid_sample(prob, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    samples = samples.reshape(n, a, b, ck // k, k)
+    return (samples * weights[:, None, None, None, :]).sum(-1)
+
+
+def soft_dice_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                   eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice over the whole batch (one overlap, so empty patches do not dominate)."""
+    if mask is not None:
+        pred, target = pred * mask, target * mask
+    overlap = (pred * target).sum()
+    return 1.0 - (2.0 * overlap + eps) / (pred.sum() + target.sum() + eps)
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Voxel-wise BCE + soft Dice on the prediction grid, optional per-sample weights (N,)."""
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
+    if weight is not None:
+        bce = bce * weight
+    return bce.mean() + soft_dice_loss(torch.sigmoid(logits), target)
+
+
+def super_resolution_loss(
+    logits: torch.Tensor,
+    grid: torch.Tensor,
+    weights: torch.Tensor,
+    label: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    threshold: float | None = 0.5,
+    temperature: float = 0.1,
+    sample_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Compare a fine prediction with a thick-slice label through the label's acquisition.
+
+    Parameters
+    ----------
+    logits : Tensor (N, 1, X, Y, Z)
+    grid, weights
+        As in :func:`acquire`.
+    label : Tensor (N, A, B, C)
+        Binary thick-slice label.
+    valid : Tensor (N, A, B, C)
+        1 for the thick voxels to score (those centred inside the patch).
+    threshold : float or None
+        A rater marks a thick voxel when the lesion fills more than this
+        share of its slice profile; the loss then scores
+        ``(acquired - threshold) / temperature`` as a logit, which leaves the
+        network free to shape the lesion inside the slice as the image
+        shows it. None compares the acquired average itself with the label.
+    sample_weight : Tensor (N,), optional
+        Per-sample trust (the two-step procedure down-weights poor labels).
+    """
+    acquired = acquire(torch.sigmoid(logits), grid, weights)
+    if threshold is None:
+        score = torch.logit(acquired.clamp(1e-4, 1 - 1e-4))
+    else:
+        score = (acquired - threshold) / temperature
+    bce = F.binary_cross_entropy_with_logits(score, label, reduction="none") * valid
+    per_sample = bce.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1.0)
+    if sample_weight is not None:
+        per_sample = per_sample * sample_weight
+    return per_sample.mean() + soft_dice_loss(torch.sigmoid(score), label, valid)

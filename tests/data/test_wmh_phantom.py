@@ -1,0 +1,110 @@
+"""The WMH phantom and the MNI white-matter anatomy it uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrinets.data.atlas import REGION_NAMES, mni_anatomy, quadrants
+from mrinets.data.phantoms.wmh import make_wmh_subject
+
+CROP = ((40, 160), (60, 180), (70, 130))
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_wmh_subject(3, severity=0.9, snr=30.0, crop=CROP, gross=False)
+
+
+def test_ventricles_are_two_mirror_lateral_ventricles():
+    anatomy = mni_anatomy()
+    volume_ml = anatomy.ventricles.sum() / 1000.0
+    assert 8 < volume_ml < 40
+    world = np.argwhere(anatomy.ventricles) @ anatomy.affine[:3, :3].T + anatomy.affine[:3, 3]
+    assert abs(world[:, 0].mean()) < 2.0
+    assert (world[:, 0] > 5).sum() == pytest.approx((world[:, 0] < -5).sum(), rel=0.1)
+    assert -10 < world[:, 2].mean() < 30
+
+
+def test_regions_have_plausible_sizes_and_order():
+    volumes = mni_anatomy().region_volumes_ml()
+    assert list(volumes) == list(REGION_NAMES)
+    assert 50 < volumes["periventricular"] < 250
+    assert 20 < volumes["inner_grey"] < 80
+    assert volumes["infracortical"] > volumes["deep_white"] > volumes["periventricular"]
+
+
+def test_quadrants_split_by_side_and_central_plane():
+    points = np.array([[30.0, 40.0, 20.0], [30.0, -60.0, 20.0], [-30.0, 40.0, 20.0], [-30.0, -60.0, 20.0]])
+    np.testing.assert_array_equal(quadrants(points), [2, 3, 0, 1])
+
+
+def test_quadrants_match_deep_t1_wmh_boxes(wmh_boxes):
+    import nibabel as nib
+
+    from mrinets.data.templates import load_mni
+
+    folder = wmh_boxes
+    mni = load_mni()
+    for name, pick in (("frontalMNI_box", lambda q: (q == 0) | (q == 2)), ("rightsideMNI_box", lambda q: q >= 2)):
+        img = nib.load(folder / f"{name}.nii.gz")
+        box = np.asanyarray(img.dataobj) > 0
+        idx = np.argwhere(np.ones(box.shape, bool))
+        world = idx @ img.affine[:3, :3].T + img.affine[:3, 3]
+        vox = np.rint((world - mni.affine[:3, 3]) @ np.linalg.inv(mni.affine[:3, :3]).T).astype(int)
+        ok = np.all((vox >= 0) & (vox < mni.wm.data.shape), axis=1)
+        in_wm = np.zeros(len(idx), bool)
+        in_wm[ok] = mni.wm.data[tuple(vox[ok].T)] > 0.5
+        ours, ref = pick(quadrants(world))[in_wm], box.reshape(-1)[in_wm]
+        assert 2 * (ours & ref).sum() / (ours.sum() + ref.sum()) > 0.88, name
+
+
+def test_lesions_are_white_matter_and_t1_hypointense(phantom):
+    lesion = phantom.lesion
+    assert lesion.min() >= 0 and lesion.max() <= 1
+    assert phantom.truth_mask.sum() > 500
+    # Partial volume: a fringe of fractional voxels around every lesion.
+    assert ((lesion > 0.1) & (lesion < 0.9)).sum() > 0.2 * phantom.truth_mask.sum()
+    from mrinets.data.templates import load_mni
+
+    wm = load_mni().wm.data[tuple(slice(a, b) for a, b in CROP)]
+    assert wm[phantom.truth_mask].mean() > 0.6
+    inside = phantom.t1[phantom.truth_mask].mean()
+    normal = phantom.t1[(wm > 0.95) & (lesion == 0)].mean()
+    assert inside < 0.8 * normal
+
+
+def test_flair_is_thick_slice_and_label_is_made_on_it(phantom):
+    spacing = np.sqrt((phantom.flair_affine[:3, :3] ** 2).sum(axis=0))
+    np.testing.assert_allclose(spacing, [0.9, 0.9, 5.0])
+    assert phantom.flair_label.shape == phantom.flair.shape
+    assert phantom.flair_label.dtype == bool and phantom.flair_label.any()
+    assert phantom.flair[phantom.flair_label].mean() > 1.3 * np.median(phantom.flair[phantom.flair > 0.3])
+    assert phantom.meta["label"]["gross"] is False
+
+
+def test_same_seed_same_subject_and_flaws_recorded():
+    a = make_wmh_subject(11, crop=CROP)
+    b = make_wmh_subject(11, crop=CROP)
+    np.testing.assert_array_equal(a.t1, b.t1)
+    np.testing.assert_array_equal(a.flair_label, b.flair_label)
+    for key in ("threshold", "missed", "morphology", "gross"):
+        assert key in a.meta["label"]
+
+
+def test_gross_label_misses_most_of_the_acquired_lesions():
+    good = make_wmh_subject(5, severity=0.8, crop=CROP, gross=False)
+    bad = make_wmh_subject(5, severity=0.8, crop=CROP, gross=True)
+    overlap = (good.flair_label & bad.flair_label).sum() / max(good.flair_label.sum(), 1)
+    assert overlap < 0.5
+
+
+def test_pose_moves_headers_and_records_the_map_back(tmp_path):
+    p = make_wmh_subject(2, crop=CROP, pose=True)
+    assert not np.allclose(p.t1_affine, p.t1_affine @ p.to_mni)
+    centre = np.array([60.0, 60.0, 30.0, 1.0])
+    # Same voxel, same MNI point, whatever the pose.
+    plain = make_wmh_subject(2, crop=CROP, pose=False)
+    np.testing.assert_allclose(p.to_mni @ p.t1_affine @ centre, plain.t1_affine @ centre, atol=1e-6)
+    files = {f.name for f in p.save(tmp_path)}
+    assert {"t1.nii.gz", "flair.nii.gz", "flair_label.nii.gz", "truth_lesion_mask.nii.gz", "phantom.json"} <= files

@@ -1,0 +1,159 @@
+"""WMH pipeline: box round trip, training steps, predict outputs and measures, CLI contract."""
+
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from mrinets.cli import main
+from mrinets.data.phantoms.wmh import make_wmh_subject
+from mrinets.io.nifti import from_array
+from mrinets.pipelines import wmh
+from mrinets.pipelines.wmh.grid import GRID_AFFINE, GRID_SHAPE, from_grid, to_grid
+from mrinets.pipelines.wmh.model import WmhTrainConfig, label_agreement
+
+CROP = ((30, 170), (40, 200), (60, 140))
+TINY = dict(channels=(4, 8, 16, 32), patch_size=(32, 32, 24), block=(24, 24, 3), samples_per_subject=2, epochs=1,
+            batch_size=2, quiet=True, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_wmh_subject(7, severity=0.9, crop=CROP, gross=False)
+
+
+@pytest.fixture(scope="module")
+def subject(phantom):
+    from mrinets.pipelines.wmh.data import prepare_subject
+
+    return prepare_subject("p7", phantom.t1, phantom.t1_affine, phantom.flair_label, phantom.flair_affine,
+                           phantom.to_mni, truth=phantom.lesion)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    config = WmhTrainConfig(**TINY)
+    torch.manual_seed(0)
+    model = wmh.model.build_network(config.channels)
+    return wmh.save_weights(model, config, tmp_path_factory.mktemp("w") / "tiny.pt", {"command": "test"})
+
+
+def test_box_round_trip_is_exact_for_smooth_maps():
+    rng = np.random.default_rng(0)
+    angle = np.deg2rad(7)
+    to_mni = np.eye(4)
+    to_mni[:3, :3] = [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1.05]]
+    to_mni[:3, 3] = rng.uniform(-5, 5, 3)
+    affine = np.diag([1.2, 1.2, 1.2, 1.0])
+    affine[:3, 3] = [-80, -100, -30]
+    shape = (130, 160, 90)
+    idx = np.indices(shape).transpose(1, 2, 3, 0)
+    mni = idx @ (to_mni @ affine)[:3, :3].T + (to_mni @ affine)[:3, 3]
+    smooth = np.cos(mni[..., 0] / 15) * np.sin(mni[..., 1] / 20)
+    back = from_grid(to_grid(smooth, affine, to_mni), affine, shape, to_mni)
+    # Inside the box and away from the subject's own edge (beyond it the box holds zeros).
+    inside = (np.abs(mni[..., 0]) < 80) & (mni[..., 1] > -110) & (mni[..., 1] < 80) & (mni[..., 2] > -25) \
+        & (mni[..., 2] < 65) & np.all((idx >= 3) & (idx < np.array(shape) - 3), axis=-1)
+    assert inside.mean() > 0.3
+    assert np.abs(back - smooth)[inside].max() < 0.01
+
+
+def test_prepared_subject_ties_label_to_box(subject):
+    assert subject.image.shape == GRID_SHAPE and subject.thickness_mm == pytest.approx(5.0)
+    assert subject.slice_axis == 2
+    # The truth, carried through the label's acquisition, agrees with the rater's label better than chance.
+    agreement = label_agreement(subject.truth, subject)
+    shifted = np.roll(subject.truth, 12, axis=0)
+    assert agreement > 0.3 and agreement > 2 * label_agreement(shifted, subject)
+    assert subject.naive.sum() > 0 and set(np.unique(subject.naive)) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("loss", ["super-resolution", "naive"])
+def test_train_runs_both_losses_and_two_steps(subject, loss):
+    other = wmh.data.TrainingSubject(**{**subject.__dict__, "name": "copy"})
+    config = WmhTrainConfig(loss=loss, two_step=True, **TINY)
+    model, report = wmh.train([subject, other], config)
+    assert set(report["agreement"]) == {"p7", "copy"}
+    assert report["agreement"]["p7"] == pytest.approx(report["agreement"]["copy"])
+    assert report["dropped"] == []
+    assert isinstance(model, torch.nn.Module)
+
+
+def test_predict_outputs_on_input_grid_with_measures(phantom, tiny_weights, tmp_path):
+    t1 = from_array(phantom.t1, phantom.t1_affine)
+    result = wmh.predict(t1, wmh.WmhConfig(weights=str(tiny_weights), device="cpu"), to_mni=phantom.to_mni)
+    assert result.prob.shape == phantom.t1.shape and 0 <= result.prob.min() and result.prob.max() <= 1
+    m = result.measures
+    assert m["etiv_ml"] == pytest.approx(1886.5, rel=0.01)
+    regions = sum(m[f"wmh_{r}_ml"] for r in wmh.segment.REGION_NAMES)
+    quads = sum(m[f"wmh_{q}_ml"] for q in wmh.segment.QUADRANT_NAMES)
+    assert quads == pytest.approx(m["wmh_total_ml"], abs=1e-6)
+    assert regions <= m["wmh_total_ml"] + 1e-6
+    assert set(np.unique(result.regions)) <= {0, 1, 2, 3, 4}
+    files = result.save(tmp_path)
+    prob = nib.load(tmp_path / "image_wmh_prob.nii.gz")
+    np.testing.assert_allclose(prob.affine, phantom.t1_affine, atol=1e-5)
+    assert {f.name for f in files} >= {"image_wmh_mask.nii.gz", "image_wmh_regions.nii.gz", "image_wmh.csv",
+                                        "image_wmh_qc.png"}
+
+
+def test_baseline_finds_dark_white_matter(phantom):
+    t1 = from_array(phantom.t1, phantom.t1_affine)
+    result = wmh.predict(t1, wmh.WmhConfig(method="baseline", baseline_k=3.0), to_mni=phantom.to_mni)
+    truth = phantom.truth_mask
+    assert (result.mask & truth).sum() > 0.2 * truth.sum()
+
+
+def test_cli_predict_two_subjects_writes_cohort_csv(tmp_path, tiny_weights):
+    from mrinets.data.phantoms.wmh import make_wmh_subject
+
+    paths = []
+    for seed in (1, 2):
+        p = make_wmh_subject(seed, pose=True)
+        path = tmp_path / f"sub-{seed}_T1w.nii.gz"
+        nib.save(nib.Nifti1Image(p.t1, p.t1_affine), path)
+        paths.append(str(path))
+    out = tmp_path / "out"
+    assert main(["wmh", "predict", *paths, "--out", str(out), "--weights", str(tiny_weights), "--quiet",
+                 "--device", "cpu"]) == 0
+    rows = list(csv.DictReader(open(out / "cohort_wmh.csv")))
+    assert [r["subject"] for r in rows] == ["sub-1_T1w", "sub-2_T1w"]
+    assert all(1000 < float(r["etiv_ml"]) < 2600 and float(r["registration_score"]) > 0.5 for r in rows)
+    assert (out / "sub-2_T1w_wmh_qc.png").is_file()
+    mask = nib.load(out / "sub-1_T1w_wmh_mask.nii.gz")
+    np.testing.assert_allclose(mask.affine, nib.load(paths[0]).affine, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["4d", "2d", "empty", "noise"])
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_weights, capsys, case):
+    rng = np.random.default_rng(0)
+    data = {"4d": rng.random((20, 20, 20, 3)), "2d": rng.random((30, 30)), "empty": np.zeros((60, 60, 60)),
+            "noise": rng.random((90, 100, 90))}[case].astype(np.float32)
+    path = tmp_path / f"{case}.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    out = tmp_path / "out"
+    status = main(["wmh", "predict", str(path), "--out", str(out), "--weights", str(tiny_weights)])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert err.count("\n") == 0 and str(path) in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_evaluate_scores_masks(tmp_path, capsys):
+    truth = np.zeros((20, 20, 20), np.uint8)
+    truth[5:10, 5:10, 5:10] = 1
+    pred = np.roll(truth, 1, axis=0)
+    for name, data in (("t", truth), ("p", pred)):
+        nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / f"{name}.nii.gz")
+    assert main(["wmh", "evaluate", "--pred", str(tmp_path / "p.nii.gz"), "--truth", str(tmp_path / "t.nii.gz"),
+                 "--out", str(tmp_path / "s.json")]) == 0
+    capsys.readouterr()
+    import json
+
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["subjects"][0]["dice"] == pytest.approx(0.8)
+    assert scores["subjects"][0]["tpr"] == 1.0
