@@ -14,7 +14,12 @@ high-resolution truth, an advantage the networks never get).
 Every method is scored on posed held-out phantoms (seeds 900000..) at 1 mm
 against the high-resolution truth, after the pipeline's own registration.
 
-Run: ``python benchmarks/bench_wmh_accuracy.py [--train 40 --test 10 --out bench_wmh]``
+``--from-train DIR`` takes (1) and (2) from a ``mrinets wmh train`` run with the
+same phantoms and settings (its ``wmh_t1_step1.pt`` and ``wmh_t1.pt``: the same
+computation, so the shipped weights are the ones scored) and trains only the
+ablation here; it waits for DIR's weights when run beside the training.
+
+Run: ``python benchmarks/bench_wmh_accuracy.py [--train 40 --test 10 --out bench_wmh] [--from-train DIR]``
 """
 
 from __future__ import annotations
@@ -46,9 +51,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=40)
     parser.add_argument("--test", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--samples-per-subject", type=int, default=48)
     parser.add_argument("--out", default="bench_wmh")
+    parser.add_argument("--from-train", help="folder of a `mrinets wmh train` run with the same settings")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
@@ -57,9 +63,18 @@ def main() -> None:
     subjects = [wmh.phantom_subject(s) for s in range(1000, 1000 + args.train)]
     gross = [s.name for s in subjects if s.meta.get("gross")]
     config = WmhTrainConfig(epochs=args.epochs, samples_per_subject=args.samples_per_subject, quiet=True)
-    one_step = train_network(subjects, config)
-    two_step, report = train_two_step(subjects, config, first=one_step)
     naive = train_network(subjects, replace(config, loss="naive"))
+    if args.from_train:
+        folder = Path(args.from_train)
+        while not (folder / "train_report.json").is_file():
+            time.sleep(30)
+        one_step = wmh.load_model(folder / "wmh_t1_step1.pt").network
+        two_step = wmh.load_model(folder / "wmh_t1.pt").network
+        report = json.loads((folder / "train_report.json").read_text())
+        report.pop("held_out", None)
+    else:
+        one_step = train_network(subjects, config)
+        two_step, report, _ = train_two_step(subjects, config, first=one_step)
     k, k_scores = calibrate_baseline(subjects)
     models = {"super-resolution, two-step": two_step, "super-resolution, one step": one_step,
               "naive upsampling, one step": naive}

@@ -30,12 +30,15 @@ class Task:
     """A unit of work: ``run()`` writes everything into ``outdir``.
 
     ``run`` must be picklable (a module-level function or a
-    :func:`functools.partial` of one) to travel to Dask workers.
+    :func:`functools.partial` of one) to travel to Dask workers. Tasks that
+    share a folder (two pipelines in one BIDS ``anat`` folder) need their own
+    ``marker`` names.
     """
 
     name: str
     outdir: Path
     run: Callable[[], object]
+    marker: str = DONE_MARKER
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def _execute(task: Task) -> TaskResult:
         message = f"{type(exc).__name__}: {exc}"
         log.debug("task %s failed:\n%s", task.name, traceback.format_exc())
         return TaskResult(task.name, "failed", time.perf_counter() - tic, message)
-    write_text(Path(task.outdir) / DONE_MARKER, f"finished {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    write_text(Path(task.outdir) / task.marker, f"finished {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
     return TaskResult(task.name, "done", time.perf_counter() - tic)
 
 
@@ -100,7 +103,7 @@ def run_tasks(
     results: dict[str, TaskResult] = {}
     todo = []
     for task in tasks:
-        if (Path(task.outdir) / DONE_MARKER).exists():
+        if (Path(task.outdir) / task.marker).exists():
             results[task.name] = TaskResult(task.name, "skipped", 0.0, "already finished")
         else:
             todo.append(task)

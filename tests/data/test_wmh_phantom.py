@@ -108,3 +108,22 @@ def test_pose_moves_headers_and_records_the_map_back(tmp_path):
     np.testing.assert_allclose(p.to_mni @ p.t1_affine @ centre, plain.t1_affine @ centre, atol=1e-6)
     files = {f.name for f in p.save(tmp_path)}
     assert {"t1.nii.gz", "flair.nii.gz", "flair_label.nii.gz", "truth_lesion_mask.nii.gz", "phantom.json"} <= files
+
+
+def test_lesions_inserted_into_a_real_t1(real_t1, tmp_path):
+    from mrinets.cli import main
+    from mrinets.io.nifti import load
+
+    out = tmp_path / "inserted"
+    assert main(["phantom", "wmh", "--seed", "3", "--severity", "0.8", "--t1", str(real_t1), "--out", str(out),
+                 "--quiet"]) == 0
+    t1 = load(out / "t1.nii.gz")
+    original = load(real_t1)
+    truth = load(out / "truth_lesion_fraction.nii.gz").data
+    label = load(out / "flair_label.nii.gz", allow_empty=True)
+    assert truth.sum() * np.prod(t1.voxel_size) / 1000 > 2.0
+    core = truth > 0.9
+    assert t1.data[core].mean() < 0.8 * original.data[core].mean()
+    np.testing.assert_array_equal(t1.data[truth == 0], original.data[truth == 0])
+    assert label.data.any() and np.allclose(label.voxel_size, [0.9, 0.9, 5.0])
+    assert not (out / "flair.nii.gz").exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 from mrinets.cli.common import add_common
 
 NAME = "batch"
+_COLUMNS = {"qsm": {"subject", "mag", "phase", "te", "b0"}, "wmh": {"subject", "t1"}}
 
 
 def add_scale_options(p: argparse.ArgumentParser) -> None:
@@ -27,13 +28,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         NAME,
         help="run a pipeline on many subjects listed in a TSV (resumable, Dask)",
         description="qsm: a TSV with columns subject, mag, phase, te (seconds, separated by spaces or commas), "
-        "b0 (tesla), and optionally b0_dir (three numbers), mask, labels. Relative paths are relative to the "
+        "b0 (tesla), and optionally b0_dir (three numbers), mask, labels. wmh: a TSV with columns subject, t1; "
+        "the per-subject CSVs are gathered into OUT/cohort_wmh.csv. Relative paths are relative to the "
         "TSV. Each subject is written to OUT/<subject>/; finished subjects are skipped on rerun.",
     )
-    p.add_argument("pipeline", choices=["qsm"])
+    p.add_argument("pipeline", choices=list(_COLUMNS))
     p.add_argument("subjects", help="TSV listing the subjects")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--method", choices=("tkd", "tv"), default="tkd")
+    p.add_argument("--method", choices=("tkd", "tv"), default="tkd", help="qsm: dipole inversion")
+    p.add_argument("--weights", help="wmh: weights file (default: the shipped model)")
     add_scale_options(p)
     add_common(p)
     p.set_defaults(func=_run)
@@ -48,14 +51,13 @@ def _numbers(text: str, where: str) -> tuple[float, ...]:
         raise ArgumentError(where, f"not a list of numbers: {text!r}") from None
 
 
-def _read_table(path: Path) -> list[dict[str, str]]:
+def _read_table(path: Path, needed: set[str]) -> list[dict[str, str]]:
     from mrinets.errors import InputError, UnreadableFileError
 
     if not path.exists():
         raise UnreadableFileError(path, "file not found")
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    needed = {"subject", "mag", "phase", "te", "b0"}
     if not rows or not needed <= set(rows[0]):
         raise InputError(path, f"needs a header with columns {', '.join(sorted(needed))} and one row per subject")
     names = [r["subject"] for r in rows]
@@ -70,12 +72,14 @@ def _run(args: argparse.Namespace) -> int:
     from mrinets.pipelines import qsm
 
     table = Path(args.subjects)
-    rows = _read_table(table)
+    rows = _read_table(table, _COLUMNS[args.pipeline])
     out = ensure_outdir(args.out)
 
     def resolve(value: str | None) -> str | None:
         return None if not value else str(table.parent / value)
 
+    if args.pipeline == "wmh":
+        return _run_wmh(args, rows, resolve, Path(out))
     tasks = []
     for i, row in enumerate(rows, start=2):
         where = f"{table}:{i}"
@@ -89,6 +93,27 @@ def _run(args: argparse.Namespace) -> int:
     selected = shard(tasks, num_parts=args.num_parts, part_id=args.part_id)
     results = run_tasks(selected, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
     return report(results, Path(out) / f"mrinets_summary_part{args.part_id}.tsv", quiet=args.quiet)
+
+
+def _run_wmh(args: argparse.Namespace, rows, resolve, out: Path) -> int:
+    from mrinets.batch import Task, run_tasks, shard
+    from mrinets.io import write_text
+    from mrinets.pipelines import wmh
+
+    config = wmh.WmhConfig(weights=args.weights)
+    tasks = [Task(name=row["subject"], outdir=out / row["subject"], run=functools.partial(
+        wmh.predict_and_save, resolve(row["t1"]), out / row["subject"], config=config)) for row in rows]
+    selected = shard(tasks, num_parts=args.num_parts, part_id=args.part_id)
+    results = run_tasks(selected, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
+    status = report(results, out / f"mrinets_summary_part{args.part_id}.tsv", quiet=args.quiet)
+    measures = []
+    for task in tasks:
+        for path in sorted(task.outdir.glob("*_wmh.csv")):
+            with open(path, newline="", encoding="utf-8") as fh:
+                measures += [{**row, "subject": task.name} for row in csv.DictReader(fh)]
+    if measures:
+        write_text(out / "cohort_wmh.csv", wmh.measures_table(measures))
+    return status
 
 
 def report(results, summary: Path, *, quiet: bool) -> int:

@@ -10,7 +10,7 @@ from mrinets.cli.batch import add_scale_options, report
 from mrinets.cli.common import add_common
 
 NAME = "bids"
-PIPELINES = ("qsm",)
+PIPELINES = ("qsm", "wmh")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         NAME,
         help="BIDS App: run pipelines on every participant of a BIDS dataset",
         description="Finds each participant's inputs (multi-echo GRE with part-mag/part-phase and JSON "
-        "sidecars for qsm), runs them as independent tasks and writes a BIDS derivatives folder.",
+        "sidecars for qsm, *_T1w for wmh), runs them as independent tasks and writes a BIDS derivatives folder.",
     )
     p.add_argument("bids_dir", help="root of the BIDS dataset")
     p.add_argument("output_dir", help="derivatives folder to write")
@@ -26,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--participant-label", nargs="+", help="labels to process (with or without sub-)")
     p.add_argument("--pipelines", nargs="+", choices=PIPELINES, default=list(PIPELINES))
     p.add_argument("--method", choices=("tkd", "tv"), default="tv", help="QSM dipole inversion (default tv)")
+    p.add_argument("--weights", help="WMH weights file (default: the shipped model)")
     add_scale_options(p)
     add_common(p)
     p.set_defaults(func=_run)
@@ -35,8 +36,8 @@ def _run(args: argparse.Namespace) -> int:
     from mrinets import __version__
     from mrinets.batch import Task, run_tasks, shard
     from mrinets.io import ensure_outdir
-    from mrinets.io.bids import derivative_dir, find_gre_runs, write_dataset_description
-    from mrinets.pipelines import qsm
+    from mrinets.io.bids import derivative_dir, find_gre_runs, find_t1w_runs, write_dataset_description
+    from mrinets.pipelines import qsm, wmh
 
     out = ensure_outdir(args.output_dir)
     tasks = []
@@ -50,10 +51,17 @@ def _run(args: argparse.Namespace) -> int:
                 run=functools.partial(qsm.predict_and_save, list(run.magnitude), list(run.phase), outdir,
                                       config=config, names=qsm.bids_output_names(run.prefix)),
             ))
+    if "wmh" in args.pipelines:
+        config = wmh.WmhConfig(weights=args.weights)
+        for t1 in find_t1w_runs(args.bids_dir, participant_labels=args.participant_label):
+            outdir = derivative_dir(out, t1.subject, t1.session)
+            tasks.append(Task(name=f"{t1.prefix}_wmh", outdir=outdir, marker=".mrinets-done-wmh", run=functools.partial(
+                wmh.predict_and_save, t1.path, outdir, config=config, names=wmh.bids_output_names(t1.prefix))))
     if not tasks:
         from mrinets.errors import InputError
 
-        raise InputError(args.bids_dir, "no multi-echo GRE run (*_echo-<n>_part-mag/phase_MEGRE.nii.gz) found")
+        raise InputError(args.bids_dir, "no input found for the chosen pipelines (qsm: *_echo-<n>_part-mag/phase_"
+                                        "MEGRE.nii.gz; wmh: *_T1w.nii.gz)")
     write_dataset_description(out, pipeline="+".join(args.pipelines), version=__version__)
     selected = shard(tasks, num_parts=args.num_parts, part_id=args.part_id)
     results = run_tasks(selected, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)

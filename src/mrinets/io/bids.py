@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mrinets.errors import InputError, UnreadableFileError
 
-__all__ = ["GreRun", "find_gre_runs", "derivative_dir", "write_dataset_description"]
+__all__ = ["GreRun", "T1wRun", "find_gre_runs", "find_t1w_runs", "derivative_dir", "write_dataset_description"]
 
 _MEGRE = re.compile(r"^(?P<prefix>sub-[^_]+(?:_ses-[^_]+)?(?:_[a-z]+-[^_]+)*?)_echo-(?P<echo>\d+)"
                     r"(?P<between>(?:_[a-z]+-[^_]+)*?)_part-(?P<part>mag|phase)(?P<after>(?:_[a-z]+-[^_]+)*)"
@@ -54,6 +54,42 @@ def _number(meta: dict, key: str, path: Path) -> float:
     return float(value)
 
 
+@dataclass(frozen=True)
+class T1wRun:
+    """One T1-weighted image and the BIDS prefix of its derivatives (the name without ``_T1w``)."""
+
+    subject: str
+    session: str | None
+    prefix: str
+    path: Path
+
+
+def _subjects(root: Path, participant_labels: Sequence[str] | None) -> list[str]:
+    if not (root / "dataset_description.json").exists():
+        raise InputError(root, "not a BIDS dataset (no dataset_description.json)")
+    subjects = sorted(p.name for p in root.glob("sub-*") if p.is_dir())
+    if participant_labels:
+        wanted = [lab if lab.startswith("sub-") else f"sub-{lab}" for lab in participant_labels]
+        missing = sorted(set(wanted) - set(subjects))
+        if missing:
+            raise InputError(root, f"participant(s) not in the dataset: {', '.join(missing)}")
+        subjects = wanted
+    return subjects
+
+
+def find_t1w_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | None = None) -> list[T1wRun]:
+    """Every ``anat/*_T1w.nii[.gz]`` of the chosen participants, in name order."""
+    root = Path(bids_dir)
+    runs = []
+    for subject in _subjects(root, participant_labels):
+        for path in sorted((root / subject).glob("**/anat/*_T1w.nii*")):
+            prefix = re.sub(r"_T1w\.nii(\.gz)?$", "", path.name)
+            session = re.search(r"_ses-([^_]+)", prefix)
+            runs.append(T1wRun(subject=subject, session=f"ses-{session[1]}" if session else None, prefix=prefix,
+                               path=path))
+    return runs
+
+
 def find_gre_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | None = None) -> list[GreRun]:
     """All multi-echo GRE runs with magnitude and phase, per subject and session.
 
@@ -71,15 +107,7 @@ def find_gre_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | N
         a part, an echo or its sidecar values.
     """
     root = Path(bids_dir)
-    if not (root / "dataset_description.json").exists():
-        raise InputError(root, "not a BIDS dataset (no dataset_description.json)")
-    subjects = sorted(p.name for p in root.glob("sub-*") if p.is_dir())
-    if participant_labels:
-        wanted = [lab if lab.startswith("sub-") else f"sub-{lab}" for lab in participant_labels]
-        missing = sorted(set(wanted) - set(subjects))
-        if missing:
-            raise InputError(root, f"participant(s) not in the dataset: {', '.join(missing)}")
-        subjects = wanted
+    subjects = _subjects(root, participant_labels)
     runs = []
     for subject in subjects:
         groups: dict[str, dict[str, dict[int, Path]]] = defaultdict(lambda: {"mag": {}, "phase": {}})

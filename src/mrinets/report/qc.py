@@ -208,6 +208,7 @@ def qc_png(
     center=None,
     alpha: float = 0.6,
     colorbar_label: str | None = None,
+    overlay_label: str = "overlay",
 ) -> Path:
     """Write a PNG of axial, coronal and sagittal slices of a 3D image.
 
@@ -242,6 +243,8 @@ def qc_png(
         Opacity of the overlay and of the label colours, in [0, 1].
     colorbar_label : str, optional
         When given, a colourbar of the image window is drawn with this label.
+    overlay_label : str
+        Label of the overlay's colourbar.
 
     Returns
     -------
@@ -319,7 +322,7 @@ def qc_png(
         _colorbar(fig, fig.add_subplot(grid[0, col]), base, colorbar_label)
         col += 1
     if overlay is not None:
-        _colorbar(fig, fig.add_subplot(grid[0, col]), overlay_img, "overlay")
+        _colorbar(fig, fig.add_subplot(grid[0, col]), overlay_img, overlay_label)
 
     size = " x ".join(f"{s:.3g}" for s in image.voxel_size)
     if title:

@@ -69,9 +69,18 @@ def _make_qsm(*, seed: int, out: Path, voxel_size, te, b0, b0_dir, snr, crop) ->
     return phantom.save(out)
 
 
-def _make_wmh(*, seed: int, out: Path, severity, snr, flair_voxel, gross, no_pose) -> list[Path]:
-    from mrinets.data.phantoms.wmh import make_wmh_subject
+def _make_wmh(*, seed: int, out: Path, severity, snr, flair_voxel, gross, no_pose, t1) -> list[Path]:
+    from mrinets.data.phantoms.wmh import insert_wmh, make_wmh_subject
 
+    if t1:
+        from mrinets.io.nifti import load
+        from mrinets.preprocess.register import register_to_mni
+
+        image = load(t1, ndim=3)
+        phantom = insert_wmh(image.data, image.affine, register_to_mni(image).matrix, seed,
+                             severity=None if severity < 0 else severity, flair_voxel=tuple(flair_voxel),
+                             gross=True if gross else None)
+        return phantom.save(out)
     phantom = make_wmh_subject(seed, severity=None if severity < 0 else severity, snr=None if snr <= 0 else snr,
                                flair_voxel=tuple(flair_voxel), gross=True if gross else None, pose=not no_pose)
     return phantom.save(out)
@@ -113,6 +122,7 @@ register(PhantomKind(
         PhantomOption("flair-voxel", float, [0.9, 5.0], "FLAIR in-plane size and slice thickness in mm", nargs=2),
         PhantomOption("gross", bool, False, "force a grossly wrong FLAIR label"),
         PhantomOption("no-pose", bool, False, "keep the head in the template pose (no random scanner pose)"),
+        PhantomOption("t1", str, "", "insert the lesions into this real T1 instead (registered to MNI first)"),
     ),
     make=_make_wmh,
 ))

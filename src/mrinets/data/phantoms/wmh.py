@@ -27,7 +27,7 @@ from mrinets.io import OutputStage, write_json
 from mrinets.io.nifti import from_array, save
 from mrinets.physics.sampling import affine_resample, thick_slices
 
-__all__ = ["WmhPhantom", "make_wmh_subject", "GROSS_LABEL_RATE"]
+__all__ = ["WmhPhantom", "make_wmh_subject", "insert_wmh", "GROSS_LABEL_RATE"]
 
 GROSS_LABEL_RATE = 0.15
 _FLAIR_LEVELS = (0.55, 0.75, 0.06)
@@ -45,7 +45,7 @@ class WmhPhantom:
     t1: np.ndarray
     lesion: np.ndarray
     t1_affine: np.ndarray
-    flair: np.ndarray
+    flair: np.ndarray | None
     flair_label: np.ndarray
     flair_affine: np.ndarray
     to_mni: np.ndarray
@@ -56,12 +56,13 @@ class WmhPhantom:
         return self.lesion >= 0.5
 
     def save(self, outdir: str | Path) -> list[Path]:
-        """Write ``t1``, ``flair``, ``flair_label``, the truth maps and ``phantom.json``."""
+        """Write ``t1``, ``flair`` (when simulated), ``flair_label``, the truth maps and ``phantom.json``."""
         t1_ref = from_array(self.lesion, self.t1_affine)
-        flair_ref = from_array(self.flair, self.flair_affine)
+        flair_ref = from_array(self.flair_label.astype(np.float32), self.flair_affine)
         with OutputStage(outdir) as stage:
             save(self.t1, stage.path("t1.nii.gz"), like=t1_ref)
-            save(self.flair, stage.path("flair.nii.gz"), like=flair_ref)
+            if self.flair is not None:
+                save(self.flair, stage.path("flair.nii.gz"), like=flair_ref)
             save(self.flair_label.astype(np.uint8), stage.path("flair_label.nii.gz"), like=flair_ref, dtype=np.uint8)
             save(self.lesion, stage.path("truth_lesion_fraction.nii.gz"), like=t1_ref)
             save(self.truth_mask.astype(np.uint8), stage.path("truth_lesion_mask.nii.gz"), like=t1_ref, dtype=np.uint8)
@@ -253,3 +254,57 @@ def make_wmh_subject(
     }
     return WmhPhantom(t1=t1, lesion=lesion.astype(np.float32), t1_affine=t1_affine, flair=flair,
                       flair_label=label, flair_affine=flair_affine, to_mni=to_mni, meta=meta)
+
+
+def insert_wmh(t1: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, seed: int, *, severity: float | None = None,
+               flair_voxel: tuple[float, float] = (0.9, 5.0), gross: bool | None = None) -> WmhPhantom:
+    """Lesions drawn in MNI space, carried onto a user's real T1 through its registration and darkened in place.
+
+    ``to_mni`` maps the T1's world to MNI world (e.g. from
+    :func:`mrinets.preprocess.register.register_to_mni`). The registration is
+    affine only, so lesions are kept to voxels as bright as this subject's
+    white matter; the label is acquired as for :func:`make_wmh_subject` on an
+    axial thick-slice grid over the T1's field of view (no FLAIR image is
+    simulated: its contrast cannot be made from a T1).
+    """
+    from mrinets.data.atlas import mni_anatomy
+    from mrinets.data.templates import load_mni
+
+    rng = np.random.default_rng([seed, 5])
+    severity = float(rng.uniform(0.2, 1.0)) if severity is None else float(severity)
+    gross = bool(rng.random() < GROSS_LABEL_RATE) if gross is None else bool(gross)
+    mni, anatomy = load_mni(), mni_anatomy()
+    lesion_mni, lesion_meta = _lesions(anatomy, mni.wm.data, severity, rng)
+    in_mni = to_mni @ affine
+    lesion = affine_resample(lesion_mni, mni.affine, in_mni, t1.shape, order=1)
+    core = affine_resample(mni.wm.data, mni.affine, in_mni, t1.shape, order=1) > 0.95
+    if not core.any():
+        raise ValueError("the registration puts no template white matter inside this T1")
+    wm_level = float(np.median(t1[core]))
+    lesion = (lesion * (ndimage.gaussian_filter(t1, 1.0) > 0.85 * wm_level)).astype(np.float32)
+    level = wm_level * float(rng.uniform(0.45, 0.7))
+    out = (t1 * (1.0 - lesion) + level * lesion).astype(np.float32)
+
+    in_plane, thickness = flair_voxel
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in t1.shape], indexing="ij")).reshape(3, -1).T
+    world = corners @ affine[:3, :3].T + affine[:3, 3]
+    lo, hi = world.min(axis=0), world.max(axis=0)
+    n_flair = tuple(int(v) for v in ((hi - lo) / np.array([in_plane, in_plane, thickness])))
+    nominal = np.diag([in_plane, in_plane, thickness, 1.0])
+    nominal[:3, 3] = lo + np.array([0.0, 0.0, rng.uniform(0, thickness)])
+    error = np.eye(4)
+    error[:3, :3] = rotation_matrix(np.deg2rad(rng.uniform(-1.5, 1.5, 3)))
+    error[:3, 3] = rng.uniform(-1.5, 1.5, 3)
+    fine = nominal.copy()
+    fine[:3, 2] = nominal[:3, 2] / thickness
+    fine_shape = (n_flair[0], n_flair[1], n_flair[2] * int(round(thickness)))
+    fraction = affine_resample(lesion, affine, error @ fine, fine_shape, order=1)
+    fraction = thick_slices(fraction, fine, slice_thickness=thickness, slice_spacing=thickness)[0]
+    label, label_meta = _imperfect_label(fraction, (in_plane, in_plane, thickness), gross, rng)
+    meta = {"seed": seed, "source": "real T1 with inserted lesions", "lesions": lesion_meta, "label": label_meta,
+            "t1_lesion_level": level, "flair_voxel_mm": [in_plane, in_plane, thickness],
+            "flair_misregistration": error.tolist(), "lesion_volume_ml": float(lesion.sum()) *
+            abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0}
+    return WmhPhantom(t1=out, lesion=lesion, t1_affine=affine, flair=None, flair_label=label, flair_affine=nominal,
+                      to_mni=to_mni, meta=meta)
+

@@ -14,6 +14,7 @@ cohort. Human Brain Mapping 2022;43(13):3998-4012.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -28,17 +29,32 @@ from mrinets.metrics.segmentation import dice, lesion_detection, volume_agreemen
 from mrinets.pipelines.wmh.data import TrainingSubject, prepare_subject
 from mrinets.pipelines.wmh.model import LOSSES, WmhTrainConfig, train_two_step
 from mrinets.pipelines.wmh.segment import (DEFAULT_WEIGHTS, OUTPUT_SUFFIXES, WmhConfig, WmhModel, WmhResult,
-                                           baseline_grid, load_model, measures_table, predict)
+                                           bids_output_names, load_model, measures_table, output_names, predict)
 
-__all__ = ["WmhConfig", "WmhResult", "WmhModel", "WmhTrainConfig", "LOSSES", "predict", "load_model", "train",
+__all__ = ["WmhConfig", "WmhResult", "WmhModel", "WmhTrainConfig", "LOSSES", "predict", "predict_and_save",
+           "load_model", "train",
            "phantom_subject", "pair_subject", "evaluate_phantoms", "score_masks", "save_weights", "measures_table",
-           "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES", "TRAIN_CROP", "TEST_SEED_START"]
+           "output_names", "bids_output_names", "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES", "TRAIN_CROP",
+           "TEST_SEED_START"]
 
 log = logging.getLogger(__name__)
 
 # MNI voxels around the network box (plus the warp's reach): training phantoms need nothing else.
 TRAIN_CROP = ((0, 197), (10, 225), (30, 160))
 TEST_SEED_START = 900_000
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(weights: str | None) -> WmhModel:
+    return load_model(weights)
+
+
+def predict_and_save(t1_path: str | Path, outdir: str | Path, *, config: WmhConfig, qc: bool = True,
+                     names: dict[str, str] | None = None) -> list[Path]:
+    """Load one T1, :func:`predict`, :meth:`WmhResult.save`: one subject of a batch (model loaded once per process)."""
+    t1 = load(t1_path, ndim=3)
+    model = _cached_model(config.weights) if config.method == "network" else None
+    return predict(t1, config, model=model).save(outdir, qc=qc, names=names)
 
 
 def phantom_subject(seed: int) -> TrainingSubject:
@@ -73,13 +89,16 @@ def save_weights(model: torch.nn.Module, config: WmhTrainConfig, path: str | Pat
     return Path(path)
 
 
-def train(subjects: Sequence[TrainingSubject], config: WmhTrainConfig) -> tuple[torch.nn.Module, dict]:
-    """Train on prepared subjects (two-step when ``config.two_step``); returns the network and a report."""
+def train(subjects: Sequence[TrainingSubject], config: WmhTrainConfig) -> tuple[torch.nn.Module, dict, torch.nn.Module]:
+    """Train on prepared subjects (two-step when ``config.two_step``).
+
+    Returns the final network, a report, and the first-step network.
+    """
     start = time.perf_counter()
-    model, report = train_two_step(list(subjects), config)
+    model, report, first = train_two_step(list(subjects), config)
     report["train_seconds"] = round(time.perf_counter() - start, 1)
     report["config"] = asdict(config)
-    return model, report
+    return model, report, first
 
 
 def score_masks(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict:

@@ -33,11 +33,11 @@ class WmhTrainConfig:
     patch_size: tuple[int, int, int] = (64, 64, 40)
     block: tuple[int, int, int] = (38, 38, 13)
     samples_per_subject: int = 48
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 4
     lr: float = 3e-3
     seed: int = 0
-    sr_threshold: float = 0.5
+    sr_threshold: float = 0.45
     temperature: float = 0.1
     two_step: bool = True
     drop_z: float = 2.5
@@ -132,7 +132,7 @@ def train_network(subjects: list[TrainingSubject], config: WmhTrainConfig, *, sa
 
 
 def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *,
-                   first: UNet3D | None = None) -> tuple[UNet3D, dict]:
+                   first: UNet3D | None = None) -> tuple[UNet3D, dict, UNet3D]:
     """Train; with ``config.two_step``, score every label against the first model and retrain without the outliers.
 
     A subject is dropped when its label agreement (Dice of the label with the
@@ -140,11 +140,14 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *,
     than ``drop_z`` robust standard deviations below the median. The second
     run starts afresh with as many patches as the first, so both steps have
     the same budget. ``first`` reuses an already trained first step.
+
+    Returns the final network, a report (agreements, dropped labels) and the
+    first-step network (the final one too without ``config.two_step``).
     """
     first = first if first is not None else train_network(subjects, config)
     report: dict = {"config": asdict(config), "subjects": [s.name for s in subjects]}
     if not config.two_step:
-        return first, report
+        return first, report, first
     scores = np.array([label_agreement(predict_grid(first, s.image, config.patch_size), s) for s in subjects])
     median = float(np.median(scores))
     mad = float(np.median(np.abs(scores - median))) * 1.4826 or 1e-3
@@ -158,4 +161,4 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *,
     log.info("two-step: %d of %d labels kept (median agreement %.3f)", n_kept, len(subjects), median)
     per_subject = int(np.ceil(config.samples_per_subject * len(subjects) / max(n_kept, 1)))
     second = train_network(kept, config, samples_per_subject=per_subject, seed_offset=1)
-    return second, report
+    return second, report, first

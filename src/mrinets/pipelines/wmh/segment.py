@@ -19,7 +19,7 @@ from mrinets.pipelines.wmh.grid import GRID_AFFINE, GRID_SHAPE, from_grid, grid_
 from mrinets.pipelines.wmh.model import build_network, predict_grid
 
 __all__ = ["WmhConfig", "WmhResult", "WmhModel", "load_model", "predict", "baseline_grid", "measures_table",
-           "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES"]
+           "output_names", "bids_output_names", "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES"]
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "wmh_t1.pt"
 OUTPUT_SUFFIXES = {"prob": "_wmh_prob.nii.gz", "mask": "_wmh_mask.nii.gz", "regions": "_wmh_regions.nii.gz",
@@ -101,26 +101,43 @@ class WmhResult:
     measures: dict
     reference: Image = field(repr=False)
 
-    def save_into(self, stage: OutputStage, *, qc: bool = True) -> None:
-        """Write this subject's files into an open :class:`OutputStage`."""
+    def save_into(self, stage: OutputStage, *, qc: bool = True, names: dict[str, str] | None = None) -> None:
+        """Write this subject's files into an open :class:`OutputStage`.
+
+        ``names`` maps each output (keys of :data:`OUTPUT_SUFFIXES`, plus
+        ``json``) to a file name; default ``<name>_wmh_prob.nii.gz`` and so on.
+        """
+        names = names or output_names(self.name)
         ref = self.reference
-        names = {k: self.name + v for k, v in OUTPUT_SUFFIXES.items()}
         save(self.prob, stage.path(names["prob"]), like=ref, dtype=np.float32)
         save(self.mask.astype(np.uint8), stage.path(names["mask"]), like=ref, dtype=np.uint8)
         save(self.regions, stage.path(names["regions"]), like=ref, dtype=np.uint8)
         write_text(stage.path(names["csv"]), measures_table([self.measures]))
+        write_json(stage.path(names["json"]), self.measures)
         if qc:
             from mrinets.report import qc_png
 
             qc_png(ref, stage.path(names["qc"]), overlay=self.prob, contours=self.mask, overlay_vmin=0.0,
-                   overlay_vmax=1.0, colorbar_label="WMH probability",
+                   overlay_vmax=1.0, overlay_label="WMH probability (contour: mask)",
                    title=f"{self.name}: WMH {self.measures['wmh_total_ml']:.1f} mL")
 
-    def save(self, outdir: str | Path, *, qc: bool = True) -> list[Path]:
+    def save(self, outdir: str | Path, *, qc: bool = True, names: dict[str, str] | None = None) -> list[Path]:
+        """Write the maps, measures (CSV and JSON) and QC picture into ``outdir``, all or nothing."""
         with OutputStage(outdir) as stage:
-            self.save_into(stage, qc=qc)
-            write_json(stage.path(self.name + "_wmh.json"), self.measures)
+            self.save_into(stage, qc=qc, names=names)
             return [stage.final(n) for n in stage.names]
+
+
+def output_names(name: str) -> dict[str, str]:
+    """Default file names of one subject's outputs."""
+    return {**{k: name + v for k, v in OUTPUT_SUFFIXES.items()}, "json": name + "_wmh.json"}
+
+
+def bids_output_names(prefix: str) -> dict[str, str]:
+    """BIDS-derivative names (``label-WMH_probseg``, ``_mask``, ``desc-wmhregions_dseg``) for ``prefix``."""
+    return {"prob": f"{prefix}_space-T1w_label-WMH_probseg.nii.gz", "mask": f"{prefix}_space-T1w_label-WMH_mask.nii.gz",
+            "regions": f"{prefix}_space-T1w_desc-wmhregions_dseg.nii.gz", "csv": f"{prefix}_desc-wmh_measures.csv",
+            "json": f"{prefix}_desc-wmh_measures.json", "qc": f"{prefix}_desc-wmh_qc.png"}
 
 
 def measures_table(rows: list[dict]) -> str:
