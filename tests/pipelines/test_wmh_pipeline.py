@@ -76,11 +76,11 @@ def test_prepared_subject_ties_label_to_box(subject):
 def test_train_runs_both_losses_and_two_steps(subject, loss):
     other = wmh.data.TrainingSubject(**{**subject.__dict__, "name": "copy"})
     config = WmhTrainConfig(loss=loss, two_step=True, **TINY)
-    model, report = wmh.train([subject, other], config)
+    model, report, first = wmh.train([subject, other], config)
     assert set(report["agreement"]) == {"p7", "copy"}
     assert report["agreement"]["p7"] == pytest.approx(report["agreement"]["copy"])
     assert report["dropped"] == []
-    assert isinstance(model, torch.nn.Module)
+    assert isinstance(model, torch.nn.Module) and model is not first
 
 
 def test_predict_outputs_on_input_grid_with_measures(phantom, tiny_weights, tmp_path):
@@ -157,3 +157,37 @@ def test_cli_evaluate_scores_masks(tmp_path, capsys):
     scores = json.loads((tmp_path / "s.json").read_text())
     assert scores["subjects"][0]["dice"] == pytest.approx(0.8)
     assert scores["subjects"][0]["tpr"] == 1.0
+
+
+def test_cli_batch_wmh_gathers_cohort_and_resumes(tmp_path, tiny_weights):
+    p = make_wmh_subject(4, pose=True)
+    nib.save(nib.Nifti1Image(p.t1, p.t1_affine), tmp_path / "a.nii.gz")
+    (tmp_path / "subjects.tsv").write_text("subject\tt1\nsub-a\ta.nii.gz\nsub-b\tmissing.nii.gz\n")
+    out = tmp_path / "out"
+    argv = ["batch", "wmh", str(tmp_path / "subjects.tsv"), "--out", str(out), "--weights", str(tiny_weights),
+            "--workers", "0", "--quiet"]
+    assert main(argv) == 1  # sub-b fails alone
+    rows = list(csv.DictReader(open(out / "cohort_wmh.csv")))
+    assert [r["subject"] for r in rows] == ["sub-a"]
+    assert (out / "sub-a" / "a_wmh_mask.nii.gz").is_file() and not (out / "sub-b").exists()
+    summary = (out / "mrinets_summary_part0.tsv").read_text()
+    assert "sub-b\tfailed" in summary
+    assert main(argv) == 1
+    assert "sub-a\tskipped" in (out / "mrinets_summary_part0.tsv").read_text()
+
+
+def test_bids_app_runs_wmh_on_t1w_with_bids_names(tmp_path, tiny_weights):
+    root = tmp_path / "bids"
+    anat = root / "sub-01" / "ses-a" / "anat"
+    anat.mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "t", "BIDSVersion": "1.8.0"}')
+    p = make_wmh_subject(6, pose=True)
+    nib.save(nib.Nifti1Image(p.t1, p.t1_affine), anat / "sub-01_ses-a_T1w.nii.gz")
+    out = tmp_path / "deriv"
+    argv = ["bids", str(root), str(out), "participant", "--pipelines", "wmh", "--weights", str(tiny_weights),
+            "--workers", "0", "--quiet"]
+    assert main(argv) == 0
+    folder = out / "sub-01" / "ses-a" / "anat"
+    assert (folder / "sub-01_ses-a_space-T1w_label-WMH_probseg.nii.gz").is_file()
+    assert (folder / "sub-01_ses-a_desc-wmh_measures.csv").is_file()
+    assert (folder / ".mrinets-done-wmh").is_file() and (out / "dataset_description.json").is_file()
