@@ -191,3 +191,24 @@ def test_bids_app_runs_wmh_on_t1w_with_bids_names(tmp_path, tiny_weights):
     assert (folder / "sub-01_ses-a_space-T1w_label-WMH_probseg.nii.gz").is_file()
     assert (folder / "sub-01_ses-a_desc-wmh_measures.csv").is_file()
     assert (folder / ".mrinets-done-wmh").is_file() and (out / "dataset_description.json").is_file()
+
+
+class _Oracle(torch.nn.Module):
+    """Logits of an image that holds the lesion fraction itself."""
+
+    def forward(self, x):
+        return 20.0 * (x - 0.5)
+
+
+def test_two_step_drops_a_grossly_wrong_label(subject):
+    from mrinets.pipelines.wmh.data import TrainingSubject
+    from mrinets.pipelines.wmh.model import train_two_step
+
+    base = {**subject.__dict__, "image": subject.truth.astype(np.float32)}
+    good = [TrainingSubject(**{**base, "name": f"good{i}"}) for i in range(3)]
+    bad = TrainingSubject(**{**base, "name": "bad", "label": np.roll(subject.label, 12, axis=0)})
+    config = WmhTrainConfig(**TINY)
+    _, report, first = train_two_step(good + [bad], config, first=_Oracle())
+    assert report["dropped"] == ["bad"]
+    assert report["agreement"]["bad"] < 0.25 * report["agreement"]["good0"]
+    assert isinstance(first, _Oracle)

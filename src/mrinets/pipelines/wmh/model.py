@@ -40,7 +40,7 @@ class WmhTrainConfig:
     sr_threshold: float = 0.45
     temperature: float = 0.1
     two_step: bool = True
-    drop_z: float = 2.5
+    drop_ratio: float = 0.25
     device: str = "auto"
     quiet: bool = False
     extra: dict = field(default_factory=dict)
@@ -131,33 +131,36 @@ def train_network(subjects: list[TrainingSubject], config: WmhTrainConfig, *, sa
     return model.cpu().eval()
 
 
-def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *,
-                   first: UNet3D | None = None) -> tuple[UNet3D, dict, UNet3D]:
+def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, first: UNet3D | None = None,
+                   on_first=None) -> tuple[UNet3D, dict, UNet3D]:
     """Train; with ``config.two_step``, score every label against the first model and retrain without the outliers.
 
     A subject is dropped when its label agreement (Dice of the label with the
-    first model's prediction seen through the label's acquisition) lies more
-    than ``drop_z`` robust standard deviations below the median. The second
-    run starts afresh with as many patches as the first, so both steps have
-    the same budget. ``first`` reuses an already trained first step.
+    first model's prediction seen through the label's acquisition) is below
+    ``drop_ratio`` times the median agreement: such a label misses or
+    misplaces most of what the model, taught by all the others, sees. (A
+    robust z-score does not separate them: clean labels of small lesion loads
+    already spread the agreements widely.) The second run starts afresh with as
+    many patches as the first, so both steps have the same budget. ``first``
+    reuses an already trained first step; ``on_first(model)`` is called once it
+    exists (to save it).
 
     Returns the final network, a report (agreements, dropped labels) and the
     first-step network (the final one too without ``config.two_step``).
     """
     first = first if first is not None else train_network(subjects, config)
+    if on_first is not None:
+        on_first(first)
     report: dict = {"config": asdict(config), "subjects": [s.name for s in subjects]}
     if not config.two_step:
         return first, report, first
     scores = np.array([label_agreement(predict_grid(first, s.image, config.patch_size), s) for s in subjects])
     median = float(np.median(scores))
-    mad = float(np.median(np.abs(scores - median))) * 1.4826 or 1e-3
-    z = (scores - median) / mad
-    kept = []
-    for s, zi in zip(subjects, z):
-        kept.append(TrainingSubject(**{**s.__dict__, "weight": 0.0 if zi < -config.drop_z else s.weight}))
+    kept = [TrainingSubject(**{**s.__dict__, "weight": 0.0 if a < config.drop_ratio * median else s.weight})
+            for s, a in zip(subjects, scores)]
     n_kept = sum(s.weight > 0 for s in kept)
     report.update(agreement=dict(zip([s.name for s in subjects], scores.round(4).tolist())), agreement_median=median,
-                  agreement_mad=mad, dropped=[s.name for s in kept if s.weight == 0])
+                  dropped=[s.name for s in kept if s.weight == 0])
     log.info("two-step: %d of %d labels kept (median agreement %.3f)", n_kept, len(subjects), median)
     per_subject = int(np.ceil(config.samples_per_subject * len(subjects) / max(n_kept, 1)))
     second = train_network(kept, config, samples_per_subject=per_subject, seed_offset=1)
