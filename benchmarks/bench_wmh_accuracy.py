@@ -19,6 +19,8 @@ same phantoms and settings (its ``wmh_t1_step1.pt`` and ``wmh_t1.pt``: the same
 computation, so the shipped weights are the ones scored) and trains only the
 ablation here; it waits for DIR's weights when run beside the training.
 
+``--eval-only`` rescores the networks and baseline k an earlier run saved in ``--out``.
+
 Run: ``python benchmarks/bench_wmh_accuracy.py [--train 40 --test 10 --out bench_wmh] [--from-train DIR]``
 """
 
@@ -55,11 +57,17 @@ def main() -> None:
     parser.add_argument("--samples-per-subject", type=int, default=48)
     parser.add_argument("--out", default="bench_wmh")
     parser.add_argument("--from-train", help="folder of a `mrinets wmh train` run with the same settings")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="score the networks and baseline k saved in --out by an earlier run (after a change "
+                             "to prediction)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    if args.eval_only:
+        evaluate_saved(out, args.test)
+        return
     subjects = [wmh.phantom_subject(s) for s in range(1000, 1000 + args.train)]
     gross = [s.name for s in subjects if s.meta.get("gross")]
     config = WmhTrainConfig(epochs=args.epochs, samples_per_subject=args.samples_per_subject, quiet=True)
@@ -79,7 +87,7 @@ def main() -> None:
     models = {"super-resolution, two-step": two_step, "super-resolution, one step": one_step,
               "naive upsampling, one step": naive}
     for name, model in models.items():
-        torch.save(model.state_dict(), out / f"{name.replace(', ', '_').replace(' ', '-')}.pt")
+        torch.save(model.state_dict(), out / _file(name))
     seeds = list(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + args.test))
     results = wmh.evaluate_phantoms({n: wmh.WmhModel(m, config.patch_size, {}) for n, m in models.items()}, seeds,
                                     baseline_k=k)
@@ -88,6 +96,34 @@ def main() -> None:
     (out / "wmh_accuracy.json").write_text(json.dumps(results, indent=2, default=float))
     print(f"{args.train} training phantoms ({len(gross)} grossly wrong labels: {', '.join(gross) or 'none'}); "
           f"two-step dropped: {', '.join(report['dropped']) or 'none'}")
+    table(results)
+
+
+def _file(name: str) -> str:
+    return f"{name.replace(', ', '_').replace(' ', '-')}.pt"
+
+
+def evaluate_saved(out: Path, n_test: int) -> None:
+    from mrinets.pipelines.wmh.model import build_network
+
+    earlier = json.loads((out / "wmh_accuracy.json").read_text())
+    config = WmhTrainConfig()
+    models = {}
+    for name in (n for n in earlier["summary"] if n != "baseline"):
+        network = build_network(config.channels)
+        network.load_state_dict(torch.load(out / _file(name), weights_only=True))
+        models[name] = wmh.WmhModel(network.eval(), config.patch_size, {})
+    start = time.perf_counter()
+    seeds = list(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + n_test))
+    results = wmh.evaluate_phantoms(models, seeds, baseline_k=earlier["baseline_k"])
+    results.update({k: earlier[k] for k in ("two_step", "grossly_wrong_labels", "baseline_k", "baseline_k_scores")},
+                   seconds=round(time.perf_counter() - start))
+    (out / "wmh_accuracy.json").write_text(json.dumps(results, indent=2, default=float))
+    table(results)
+
+
+def table(results: dict) -> None:
+    seeds, k = results["seeds"], results["baseline_k"]
     print(f"held-out phantoms: seeds {seeds[0]}..{seeds[-1]}, scored at 1 mm, registration included")
     print(f"{'method':34}{'Dice':>14}{'lesion TPR':>12}{'lesion FPR':>12}{'vol r':>8}{'bias mL':>9}")
     for name, s in results["summary"].items():

@@ -80,7 +80,34 @@ def _demo_qsm(out: Path, seed: int) -> list:
     return sections
 
 
-DEMOS = (("phantom", _demo_phantom), ("qsm", _demo_qsm))
+def _demo_wmh(out: Path, seed: int) -> list:
+    import numpy as np
+
+    from mrinets.data.phantoms.wmh import make_wmh_subject
+    from mrinets.io import Image
+    from mrinets.pipelines import wmh
+    from mrinets.report import Section
+
+    phantom = make_wmh_subject(seed, pose=True, severity=0.7)
+    phantom_paths = phantom.save(out / "wmh_phantom")
+    tic = time.perf_counter()
+    t1 = Image(phantom.t1, phantom.t1_affine, path=out / "wmh_phantom" / "t1.nii.gz")
+    result = wmh.predict(t1)
+    paths = result.save(out / "wmh")
+    voxel_ml = float(np.prod(t1.voxel_size)) / 1000.0
+    scores = wmh.score_masks(result.mask, phantom.truth_mask, voxel_ml)
+    measures = {"seconds": round(time.perf_counter() - tic, 2), **scores,
+                **{k: v for k, v in result.measures.items() if k.endswith("_ml") and k.startswith("wmh_")}}
+    return [Section(
+        title="WMH on T1, taught from thick-slice FLAIR labels",
+        images=[p for p in paths if p.suffix == ".png"], measures=measures, links=paths + phantom_paths,
+        text="A 1 mm T1 with periventricular and deep lesions in a random scanner pose: registered to MNI152, "
+             "segmented by the shipped network (trained only from imperfect 0.9 x 0.9 x 5 mm FLAIR labels), "
+             "brought back to its own grid and scored against the 1 mm truth.",
+    )]
+
+
+DEMOS = (("phantom", _demo_phantom), ("qsm", _demo_qsm), ("wmh", _demo_wmh))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from scipy import ndimage
 from mrinets.data.templates import load_mni
 from mrinets.physics.sampling import affine_resample
 
-__all__ = ["GRID_SHAPE", "GRID_AFFINE", "to_grid", "from_grid", "grid_masks", "normalise"]
+__all__ = ["GRID_SHAPE", "GRID_AFFINE", "to_grid", "from_grid", "grid_brain", "grid_masks", "normalise"]
 
 GRID_SHAPE = (184, 202, 72)
 GRID_AFFINE = np.array([[1.0, 0.0, 0.0, -93.0], [0.0, 1.0, 0.0, -117.0], [0.0, 0.0, 1.5, -33.0], [0.0, 0.0, 0.0, 1.0]])
@@ -33,11 +33,17 @@ def from_grid(data: np.ndarray, affine: np.ndarray, shape, to_mni: np.ndarray, *
 
 
 @functools.lru_cache(maxsize=1)
+def grid_brain() -> np.ndarray:
+    """The template's brain mask in the box: lesions are looked for only there."""
+    mni = load_mni()
+    return affine_resample(mni.mask.data, mni.affine, GRID_AFFINE, GRID_SHAPE, order=1) > 0.5
+
+
+@functools.lru_cache(maxsize=1)
 def grid_masks() -> tuple[np.ndarray, np.ndarray]:
     """The template's brain (dilated 3 mm, as the input mask) and core white matter in the box."""
     mni = load_mni()
-    brain = affine_resample(mni.mask.data, mni.affine, GRID_AFFINE, GRID_SHAPE, order=1) > 0.5
-    brain = ndimage.binary_dilation(brain, iterations=3)
+    brain = ndimage.binary_dilation(grid_brain(), iterations=3)
     wm = affine_resample(mni.wm.data, mni.affine, GRID_AFFINE, GRID_SHAPE, order=1) > 0.95
     return brain, wm
 

@@ -15,7 +15,8 @@ from mrinets.errors import ArgumentError
 from mrinets.io import OutputStage, write_json, write_text
 from mrinets.io.nifti import Image, save
 from mrinets.physics.sampling import affine_resample
-from mrinets.pipelines.wmh.grid import GRID_AFFINE, GRID_SHAPE, from_grid, grid_masks, normalise, to_grid
+from mrinets.pipelines.wmh.grid import (GRID_AFFINE, GRID_SHAPE, from_grid, grid_brain, grid_masks, normalise,
+                                        to_grid)
 from mrinets.pipelines.wmh.model import build_network, predict_grid
 
 __all__ = ["WmhConfig", "WmhResult", "WmhModel", "load_model", "predict", "baseline_grid", "measures_table",
@@ -189,6 +190,9 @@ def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | Non
     if config.method == "network":
         model = model or load_model(config.weights)
         prob_box = predict_grid(model.network, box, model.patch_size, device=str(resolve_device(config.device)))
+        # The network sees the input's edge where the brain mask cuts skull and scalp on real T1s; nothing
+        # outside the template brain can be a white-matter lesion.
+        prob_box = prob_box * grid_brain()
     else:
         prob_box = baseline_grid(box, config.baseline_k)
     prob = np.clip(from_grid(prob_box, t1.affine, t1.spatial_shape, to_mni, order=1), 0.0, 1.0)
