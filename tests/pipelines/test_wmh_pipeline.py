@@ -212,3 +212,16 @@ def test_two_step_drops_a_grossly_wrong_label(subject):
     assert report["dropped"] == ["bad"]
     assert report["agreement"]["bad"] < 0.25 * report["agreement"]["good0"]
     assert isinstance(first, _Oracle)
+
+
+def test_cli_train_on_user_pairs(tmp_path):
+    p = make_wmh_subject(8, pose=True, severity=0.8)
+    nib.save(nib.Nifti1Image(p.t1, p.t1_affine), tmp_path / "t1.nii.gz")
+    nib.save(nib.Nifti1Image(p.flair_label.astype(np.uint8), p.flair_affine), tmp_path / "label.nii.gz")
+    (tmp_path / "pairs.tsv").write_text("t1\tflair_label\nt1.nii.gz\tlabel.nii.gz\n")
+    out = tmp_path / "model"
+    assert main(["wmh", "train", "--pairs", str(tmp_path / "pairs.tsv"), "--out", str(out), "--epochs", "1",
+                 "--samples-per-subject", "2", "--one-step", "--quiet", "--device", "cpu"]) == 0
+    card = wmh.load_model(out / "wmh_t1.pt").card
+    assert card["n_subjects"] == 1 and "--pairs" in card["command"]
+    assert (out / "wmh_t1.md").read_text().startswith("# mrinets WMH network")
