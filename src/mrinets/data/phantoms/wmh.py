@@ -120,6 +120,24 @@ def _flair_grid(affine: np.ndarray, shape: Sequence[int], in_plane: float, thick
     return grid, n
 
 
+def _misregistration(rng: np.random.Generator) -> np.ndarray:
+    """The small rigid pose error of a FLAIR relative to its header (up to 1.5 degrees and 1.5 mm)."""
+    error = np.eye(4)
+    error[:3, :3] = rotation_matrix(np.deg2rad(rng.uniform(-1.5, 1.5, 3)))
+    error[:3, 3] = rng.uniform(-1.5, 1.5, 3)
+    return error
+
+
+def _acquire_thick(volume: np.ndarray, affine: np.ndarray, nominal: np.ndarray, n_flair: Sequence[int],
+                   thickness: float, error: np.ndarray) -> np.ndarray:
+    """Thick slices of ``volume`` on the ``nominal`` grid, really acquired in the pose ``error @ nominal``."""
+    fine = nominal.copy()
+    fine[:3, 2] = nominal[:3, 2] / thickness
+    fine_shape = (n_flair[0], n_flair[1], n_flair[2] * int(round(thickness)))
+    data = affine_resample(volume, affine, error @ fine, fine_shape, order=1)
+    return thick_slices(data, fine, slice_thickness=thickness, slice_spacing=thickness)[0]
+
+
 def _imperfect_label(fraction: np.ndarray, spacing: Sequence[float], gross: bool,
                      rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """What a rater draws on the FLAIR slices, with the flaws recorded."""
@@ -225,17 +243,9 @@ def make_wmh_subject(
     flair_hr = image(flair_levels, float(flair_levels[0] * rng.uniform(1.8, 2.4)))
     in_plane, thickness = flair_voxel
     nominal, n_flair = _flair_grid(affine, shape, in_plane, thickness, rng)
-    # The FLAIR is really acquired in a slightly different pose than its header says.
-    error = np.eye(4)
-    error[:3, :3] = rotation_matrix(np.deg2rad(rng.uniform(-1.5, 1.5, 3)))
-    error[:3, 3] = rng.uniform(-1.5, 1.5, 3)
-    fine = nominal.copy()
-    fine[:3, 2] = nominal[:3, 2] / thickness
-    fine_shape = (n_flair[0], n_flair[1], n_flair[2] * int(round(thickness)))
-    acquired = {}
-    for name, hr in (("flair", flair_hr), ("lesion", lesion)):
-        data = affine_resample(hr, affine, error @ fine, fine_shape, order=1)
-        acquired[name] = thick_slices(data, fine, slice_thickness=thickness, slice_spacing=thickness)[0]
+    error = _misregistration(rng)
+    acquired = {name: _acquire_thick(hr, affine, nominal, n_flair, thickness, error)
+                for name, hr in (("flair", flair_hr), ("lesion", lesion))}
     flair = rician(acquired["flair"], flair_levels[0] / snr, rng)
     label, label_meta = _imperfect_label(acquired["lesion"], (in_plane, in_plane, thickness), gross, rng)
 
@@ -292,14 +302,8 @@ def insert_wmh(t1: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, seed: int
     n_flair = tuple(int(v) for v in ((hi - lo) / np.array([in_plane, in_plane, thickness])))
     nominal = np.diag([in_plane, in_plane, thickness, 1.0])
     nominal[:3, 3] = lo + np.array([0.0, 0.0, rng.uniform(0, thickness)])
-    error = np.eye(4)
-    error[:3, :3] = rotation_matrix(np.deg2rad(rng.uniform(-1.5, 1.5, 3)))
-    error[:3, 3] = rng.uniform(-1.5, 1.5, 3)
-    fine = nominal.copy()
-    fine[:3, 2] = nominal[:3, 2] / thickness
-    fine_shape = (n_flair[0], n_flair[1], n_flair[2] * int(round(thickness)))
-    fraction = affine_resample(lesion, affine, error @ fine, fine_shape, order=1)
-    fraction = thick_slices(fraction, fine, slice_thickness=thickness, slice_spacing=thickness)[0]
+    error = _misregistration(rng)
+    fraction = _acquire_thick(lesion, affine, nominal, n_flair, thickness, error)
     label, label_meta = _imperfect_label(fraction, (in_plane, in_plane, thickness), gross, rng)
     meta = {"seed": seed, "source": "real T1 with inserted lesions", "lesions": lesion_meta, "label": label_meta,
             "t1_lesion_level": level, "flair_voxel_mm": [in_plane, in_plane, thickness],

@@ -105,9 +105,8 @@ def train(subjects: Sequence[TrainingSubject], config: WmhTrainConfig, *,
 
 def score_masks(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict:
     """Dice, lesion-wise detection and volumes of one subject."""
-    scores = {"dice": dice(pred, truth), **lesion_detection(pred, truth),
-              "pred_ml": float(pred.sum()) * voxel_ml, "true_ml": float(truth.sum()) * voxel_ml}
-    return scores
+    return {"dice": dice(pred, truth), **lesion_detection(pred, truth),
+            "pred_ml": float(pred.sum()) * voxel_ml, "true_ml": float(truth.sum()) * voxel_ml}
 
 
 def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, baseline_k: float | None = 3.0,

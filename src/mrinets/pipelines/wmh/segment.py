@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,7 @@ def baseline_grid(box: np.ndarray, k: float) -> np.ndarray:
     return ((box < median - k * sd) & wm & brain).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=1)
 def _grid_wm() -> np.ndarray:
     from mrinets.data.templates import load_mni
 
