@@ -35,6 +35,9 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
     history = Trainer(model, loss_fn, TrainConfig(max_epochs=3, batch_size=8, device="cpu", quiet=True)).fit(data)
     torch.save({"state": model.state_dict(), "loss": history.train_loss}, f"{out}/rank{rank}.pt")
+    # Both ranks leave the group together: a rank tearing gloo down while the other still talks to it
+    # aborts the process ("terminate called without an active exception"); seen once in a fresh-clone CI run.
+    dist.barrier()
     dist.destroy_process_group()
 
 
