@@ -16,7 +16,8 @@ from scipy import ndimage
 from mrinets.data.templates import load_mni
 from mrinets.physics.sampling import affine_resample
 
-__all__ = ["GRID_SHAPE", "GRID_AFFINE", "to_grid", "from_grid", "grid_brain", "grid_masks", "normalise"]
+__all__ = ["GRID_SHAPE", "GRID_AFFINE", "to_grid", "from_grid", "grid_brain", "grid_masks", "grid_wm",
+           "normalise"]
 
 GRID_SHAPE = (184, 202, 72)
 GRID_AFFINE = np.array([[1.0, 0.0, 0.0, -93.0], [0.0, 1.0, 0.0, -117.0], [0.0, 0.0, 1.5, -33.0], [0.0, 0.0, 0.0, 1.0]])
@@ -40,12 +41,16 @@ def grid_brain() -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
+def grid_wm() -> np.ndarray:
+    """The template's white-matter probability in the box."""
+    mni = load_mni()
+    return affine_resample(mni.wm.data, mni.affine, GRID_AFFINE, GRID_SHAPE, order=1)
+
+
+@functools.lru_cache(maxsize=1)
 def grid_masks() -> tuple[np.ndarray, np.ndarray]:
     """The template's brain (dilated 3 mm, as the input mask) and core white matter in the box."""
-    mni = load_mni()
-    brain = ndimage.binary_dilation(grid_brain(), iterations=3)
-    wm = affine_resample(mni.wm.data, mni.affine, GRID_AFFINE, GRID_SHAPE, order=1) > 0.95
-    return brain, wm
+    return ndimage.binary_dilation(grid_brain(), iterations=3), grid_wm() > 0.95
 
 
 def normalise(t1_grid: np.ndarray) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import functools
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +15,7 @@ from mrinets.errors import ArgumentError
 from mrinets.io import OutputStage, write_json, write_text
 from mrinets.io.nifti import Image, save
 from mrinets.physics.sampling import affine_resample
-from mrinets.pipelines.wmh.grid import (GRID_AFFINE, GRID_SHAPE, from_grid, grid_brain, grid_masks, normalise,
-                                        to_grid)
+from mrinets.pipelines.wmh.grid import from_grid, grid_brain, grid_masks, grid_wm, normalise, to_grid
 from mrinets.pipelines.wmh.model import build_network, predict_grid
 
 __all__ = ["WmhConfig", "WmhResult", "WmhModel", "load_model", "predict", "baseline_grid", "measures_table",
@@ -78,19 +76,11 @@ def baseline_grid(box: np.ndarray, k: float) -> np.ndarray:
     with the median and 1.4826 x MAD, which lesions barely move.
     """
     brain, core = grid_masks()
-    wm = _grid_wm()
+    wm = grid_wm() > 0.5
     values = box[core]
     median = float(np.median(values))
     sd = 1.4826 * float(np.median(np.abs(values - median)))
     return ((box < median - k * sd) & wm & brain).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=1)
-def _grid_wm() -> np.ndarray:
-    from mrinets.data.templates import load_mni
-
-    mni = load_mni()
-    return affine_resample(mni.wm.data, mni.affine, GRID_AFFINE, GRID_SHAPE, order=1) > 0.5
 
 
 @dataclass
