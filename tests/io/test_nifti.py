@@ -177,3 +177,23 @@ def test_save_refuses_wrong_grid(tmp_path):
     with pytest.raises(ValueError, match="does not fit grid"):
         save(np.ones((4, 4, 4)), tmp_path / "x.nii", like=im)
     assert list(Path(tmp_path).iterdir()) == []
+
+
+def test_fsl_bvecs_follow_the_array_into_ras(tmp_path):
+    """FSL b-vectors mean the same world direction whether the file is stored LAS or RAS (x flipped by FSL)."""
+    import nibabel as nib
+
+    from mrinets.io.gradients import array_frame_to_fsl, fsl_to_array_frame
+
+    data = np.random.default_rng(0).random((4, 5, 6)).astype(np.float32)
+    stored = np.array([[1.0, 0.0, 0.0], [0.0, 0.6, 0.8]])
+    for name, affine in (("ras", np.diag([2.0, 2.0, 2.0, 1.0])), ("las", np.diag([-2.0, 2.0, 2.0, 1.0])),
+                         ("asl", np.array([[0, 0, -2.0, 0], [2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 0, 1]]))):
+        nib.save(nib.Nifti1Image(data, affine), tmp_path / f"{name}.nii.gz")
+        image = load(tmp_path / f"{name}.nii.gz")
+        ras = fsl_to_array_frame(stored, image.source.affine, image.source.to_ras)
+        # RAS+ array axes are world axes: the world direction is the vector itself.
+        world = (affine[:3, :3] / 2.0) @ (stored * ([-1, 1, 1] if np.linalg.det(affine[:3, :3]) > 0 else 1)).T
+        np.testing.assert_allclose(ras, world.T, atol=1e-12)
+        # Written back on a RAS grid (positive determinant) FSL negates x again.
+        np.testing.assert_allclose(array_frame_to_fsl(ras, image.affine), ras * [-1, 1, 1], atol=1e-12)

@@ -9,7 +9,7 @@ import numpy as np
 
 from mrinets.errors import ArgumentError, DimensionError, UnreadableFileError
 
-__all__ = ["read_bvals_bvecs"]
+__all__ = ["read_bvals_bvecs", "fsl_to_array_frame", "array_frame_to_fsl"]
 
 B0_THRESHOLD = 50.0  # s/mm^2: volumes at or below count as b=0, as in DIPY and FSL
 
@@ -72,3 +72,28 @@ def read_bvals_bvecs(
     unit = np.zeros_like(vecs)
     unit[weighted] = vecs[weighted] / norms[weighted, None]
     return bvals, unit
+
+
+def fsl_to_array_frame(bvecs: np.ndarray, source_affine: np.ndarray, to_ras: np.ndarray) -> np.ndarray:
+    """FSL b-vectors of a file carried into the frame of its array as :func:`mrinets.io.load` returns it (RAS+).
+
+    FSL stores b-vectors along the file's voxel axes, with x negated when the
+    affine's determinant is positive (radiological storage assumed by FSL);
+    the array is then reoriented to RAS+ by ``to_ras`` (a nibabel orientation),
+    whose axis permutation and flips the vectors must follow.
+    """
+    vox = np.array(bvecs, dtype=np.float64)
+    if np.linalg.det(source_affine[:3, :3]) > 0:
+        vox[:, 0] = -vox[:, 0]
+    out = np.zeros_like(vox)
+    for axis, (new_axis, flip) in enumerate(np.asarray(to_ras)):
+        out[:, int(new_axis)] = flip * vox[:, axis]
+    return out
+
+
+def array_frame_to_fsl(bvecs: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """B-vectors along the axes of an array written with ``affine`` as FSL expects them (inverse of the above)."""
+    out = np.array(bvecs, dtype=np.float64)
+    if np.linalg.det(affine[:3, :3]) > 0:
+        out[:, 0] = -out[:, 0]
+    return out

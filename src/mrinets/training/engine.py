@@ -69,6 +69,7 @@ class TrainConfig:
     num_workers: int = 0
     checkpoint_dir: str | None = None
     quiet: bool = False
+    restore_best: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size"):
@@ -328,6 +329,6 @@ class Trainer:
                 if self.config.patience is not None and epoch - history.best_epoch >= self.config.patience:
                     history.stopped_early = True
                     break
-        if history.stopped_early and best_state is not None:
+        if (history.stopped_early or self.config.restore_best) and best_state is not None:
             self.model.load_state_dict(best_state)
         return history

@@ -109,11 +109,11 @@ def watson_tau(kappa: np.ndarray) -> np.ndarray:
 def _legendre_factors(
     b: np.ndarray, kappa: np.ndarray, d_par: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per element, the Legendre coefficients of the stick signal and of the Watson density.
+    """Legendre coefficients of the stick signal per b-value and of the Watson density per kappa.
 
     Returned as small (L, unique values) tables with the index of each
-    element's value, and 4 pi / (2l+1) folded into the first, so that
-    S_ic = sum_l f_l w_l P_l(c).
+    element's value (on the arrays as given, before any broadcasting), and
+    4 pi / (2l+1) folded into the first, so that S_ic = sum_l f_l w_l P_l(c).
     """
     ub, ib = np.unique(b.reshape(-1), return_inverse=True)
     uk, ik = np.unique(kappa.reshape(-1), return_inverse=True)
@@ -124,15 +124,17 @@ def _legendre_factors(
     # Degrees whose products are below double precision everywhere add nothing.
     used = np.flatnonzero(np.max(np.abs(f), axis=0) * np.max(np.abs(w), axis=0) > 1e-17)
     n_used = int(used.max()) + 1 if used.size else 1
-    return f[:, :n_used].T.copy(), ib.reshape(b.shape), w[:, :n_used].T.copy(), ik.reshape(b.shape)
+    return f[:, :n_used].T.copy(), ib.reshape(b.shape), w[:, :n_used].T.copy(), ik.reshape(kappa.shape)
 
 
 def stick_signal(b: np.ndarray, cos_theta: np.ndarray, kappa: np.ndarray, *, d_par: float = D_PAR) -> np.ndarray:
     """Signal of Watson-dispersed sticks; ``b``, ``cos_theta`` (gradient . mean direction), ``kappa`` broadcast."""
-    b, c, kappa = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (b, cos_theta, kappa)))
+    b, c, kappa = (np.asarray(a, dtype=np.float64) for a in (b, cos_theta, kappa))
     f, ib, w, ik = _legendre_factors(b, kappa, d_par)
-    out = f[0][ib] * w[0][ik]
-    p_prev, p = np.ones_like(c), c
+    shape = np.broadcast_shapes(b.shape, c.shape, kappa.shape)
+    c = np.broadcast_to(c, shape)
+    out = np.broadcast_to(f[0][ib] * w[0][ik], shape).copy()
+    p_prev, p = np.ones(shape), c
     for l in range(1, 2 * (f.shape[0] - 1)):
         p_prev, p = p, ((2 * l + 1) * c * p - l * p_prev) / (l + 1)
         if (l + 1) % 2 == 0:
@@ -144,9 +146,9 @@ def zeppelin_signal(
     b: np.ndarray, cos_theta: np.ndarray, kappa: np.ndarray, icvf: np.ndarray, *, d_par: float = D_PAR
 ) -> np.ndarray:
     """Extra-neurite signal: a zeppelin with tortuous d_perp = d_par (1 - icvf), Watson-averaged."""
-    b, c, kappa, icvf = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (b, cos_theta, kappa, icvf)))
+    b, c, kappa, icvf = (np.asarray(a, dtype=np.float64) for a in (b, cos_theta, kappa, icvf))
     d_perp = d_par * (1.0 - icvf)
-    tau = watson_tau(kappa)
+    tau = watson_tau(kappa)  # before broadcasting: one value per voxel, not per measurement
     along = tau * c**2 + 0.5 * (1.0 - tau) * (1.0 - c**2)
     return np.exp(-b * (d_perp + (d_par - d_perp) * along))
 

@@ -112,6 +112,13 @@ class GradientScheme:
     def spread_subset(self, n_per_shell: int | dict[float, int], *, n_b0: int = 1) -> GradientScheme:
         """Keep ``n_per_shell`` well-spread directions of each shell and ``n_b0`` b=0 volumes.
 
+        See :meth:`spread_indices` for the choice.
+        """
+        return self.subset(self.spread_indices(n_per_shell, n_b0=n_b0))
+
+    def spread_indices(self, n_per_shell: int | dict[float, int], *, n_b0: int = 1) -> np.ndarray:
+        """Positions of the volumes :meth:`spread_subset` keeps (b=0 first, then shell by shell).
+
         Directions are picked greedily, each the one farthest (in angle, with
         antipodal symmetry) from those already kept, starting from the one
         closest to z: the usual way to thin a scheme without leaving holes.
@@ -135,7 +142,7 @@ class GradientScheme:
                 chosen.append(nxt)
                 closeness = np.maximum(closeness, np.abs(vecs @ vecs[nxt]))
             keep.extend(members[sorted(chosen)])
-        return self.subset(np.array(keep))
+        return np.array(keep)
 
     def same_as(self, other: GradientScheme, *, b_tol: float = 20.0, angle_tol_deg: float = 2.0) -> bool:
         """Whether ``other`` is this acquisition (same order; b-vector signs may differ)."""
