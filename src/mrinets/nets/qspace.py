@@ -58,11 +58,11 @@ class MescNet(nn.Module):
         *,
         n_voxels: int = 27,
         n_outputs: int = 3,
-        angular_atoms: int = 32,
-        spatial_atoms: int = 6,
-        code_size: int = 96,
-        iterations: int = 4,
-        hidden: int = 64,
+        angular_atoms: int = 24,
+        spatial_atoms: int = 4,
+        code_size: int = 64,
+        iterations: int = 3,
+        hidden: int = 32,
     ) -> None:
         super().__init__()
         for name, value in (("n_measurements", n_measurements), ("n_voxels", n_voxels), ("n_outputs", n_outputs),
@@ -76,12 +76,10 @@ class MescNet(nn.Module):
         self.angular = nn.Linear(n_measurements, angular_atoms, bias=False)
         self.spatial = nn.Linear(n_voxels, spatial_atoms, bias=False)
         features = angular_atoms * spatial_atoms
-        self.encode = nn.Linear(features, code_size)
-        self.recur = nn.Linear(code_size, code_size, bias=False)
-        self.forget_y = nn.Linear(features, code_size)
-        self.forget_x = nn.Linear(code_size, code_size, bias=False)
-        self.input_y = nn.Linear(features, code_size)
-        self.input_x = nn.Linear(code_size, code_size, bias=False)
+        self.code_size = code_size
+        # Drive, forget gate and input gate from the signal (one product), and their recurrent parts.
+        self.from_signal = nn.Linear(features, 3 * code_size)
+        self.from_code = nn.Linear(code_size, 3 * code_size, bias=False)
         self.threshold = nn.Parameter(torch.full((iterations, code_size), 0.01))
         self.head = nn.Sequential(
             nn.Linear(code_size, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_outputs)
@@ -93,15 +91,35 @@ class MescNet(nn.Module):
             raise ValueError(
                 f"expected patches of shape (B, {self.n_voxels}, {self.n_measurements}), got {tuple(patches.shape)}"
             )
-        projected = self.spatial(self.angular(patches).transpose(1, 2)).flatten(1)
-        drive = self.encode(projected)
-        # The signal's share of the gates is the same at every step: computed once.
-        forget_y, input_y = self.forget_y(projected), self.input_y(projected)
+        return self.decode(self.spatial(self.angular(patches).transpose(1, 2)).flatten(1))
+
+    def project_volume(self, signals: torch.Tensor) -> torch.Tensor:
+        """The separable projection of every voxel's cubic patch at once, by convolution.
+
+        ``signals`` (n_measurements, X, Y, Z) -> (X-2h, Y-2h, Z-2h, angular_atoms * spatial_atoms)
+        for patches of side 2h+1 (no padding: the caller pads). Equal to
+        projecting the patches one by one, without ever building them.
+        """
+        side = round(self.n_voxels ** (1 / 3))
+        if side**3 != self.n_voxels:
+            raise ValueError(f"project_volume needs cubic patches, got n_voxels={self.n_voxels}")
+        if signals.ndim != 4 or signals.shape[0] != self.n_measurements:
+            raise ValueError(f"expected signals of shape ({self.n_measurements}, X, Y, Z), got {tuple(signals.shape)}")
+        angular = torch.einsum("mxyz,am->axyz", signals, self.angular.weight)
+        kernel = self.spatial.weight.reshape(-1, 1, side, side, side)
+        projected = torch.nn.functional.conv3d(angular[:, None], kernel)  # (A, S, X', Y', Z')
+        return projected.permute(2, 3, 4, 0, 1).flatten(3)
+
+    def decode(self, projected: torch.Tensor) -> torch.Tensor:
+        """Projected patches (B, angular_atoms * spatial_atoms) -> parameters (B, n_outputs)."""
+        # The signal's share of the drive and the gates is the same at every step: computed once.
+        from_signal = self.from_signal(projected)
+        drive = from_signal[:, : self.code_size]
         code = torch.relu(drive - self.threshold[0])
         cell = drive
         for t in range(1, self.iterations):
-            forget = torch.sigmoid(forget_y + self.forget_x(code))
-            admit = torch.sigmoid(input_y + self.input_x(code))
-            cell = forget * cell + admit * (drive + self.recur(code))
+            mixed = from_signal + self.from_code(code)
+            recur, forget, admit = mixed.split(self.code_size, dim=1)
+            cell = torch.sigmoid(forget) * cell + torch.sigmoid(admit) * recur
             code = torch.relu(cell - self.threshold[t])
         return torch.sigmoid(self.head(code))

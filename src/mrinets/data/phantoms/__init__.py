@@ -126,3 +126,35 @@ register(PhantomKind(
     ),
     make=_make_wmh,
 ))
+
+
+def _make_microstructure(*, seed: int, out: Path, scheme, voxel_size, snr, population, downsample) -> list[Path]:
+    from mrinets.data.phantoms.microstructure import make_microstructure_subject
+
+    if scheme == "lowq":
+        from mrinets.pipelines.microstructure import target_scheme
+
+        scheme = target_scheme()
+    elif scheme not in ("gtab_3shell", "gtab_isbi2013_2shell"):
+        raise ValueError(f"--scheme must be gtab_3shell, gtab_isbi2013_2shell or lowq, got {scheme!r}")
+    if population not in ("target", "auxiliary"):
+        raise ValueError(f"--population must be target or auxiliary, got {population!r}")
+    phantom = make_microstructure_subject(seed, scheme=scheme,
+                                          voxel_mm=voxel_size, snr=snr, population=population,
+                                          downsample=downsample)
+    return phantom.save(out)
+
+
+register(PhantomKind(
+    name="microstructure",
+    help="NODDI truth (ICVF, ISOVF, ODI, fibre directions) on the MNI anatomy and its multi-shell dMRI",
+    options=(
+        PhantomOption("scheme", str, "gtab_3shell",
+                      "gtab_3shell (3 x 64 directions), gtab_isbi2013_2shell (27 + 36) or lowq (the network's 31)"),
+        PhantomOption("voxel-size", float, 2.0, "isotropic voxel size of the truth in mm"),
+        PhantomOption("snr", float, 30.0, "white-matter b=0 signal over noise std"),
+        PhantomOption("population", str, "target", "target (clinical, subjects differ) or auxiliary (healthy)"),
+        PhantomOption("downsample", int, 1, "acquire the dMRI in voxels this many times larger"),
+    ),
+    make=_make_microstructure,
+))

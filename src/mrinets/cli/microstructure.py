@@ -1,0 +1,183 @@
+"""``mrinets microstructure``: NODDI maps from diffusion MRI (fit, predict, pretrain, finetune, evaluate)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+from mrinets.cli.common import add_common, finite_float
+
+NAME = "microstructure"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    group = sub.add_parser(NAME, help="NODDI microstructure from few-gradient dMRI (Li et al. 2020)")
+    add_common(group)
+    cmds = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def dwi_inputs(p: argparse.ArgumentParser) -> None:
+        p.add_argument("dwi", help="4D diffusion-weighted NIfTI")
+        p.add_argument("--bval", required=True, help="FSL b-values file (s/mm^2)")
+        p.add_argument("--bvec", required=True, help="FSL b-vectors file")
+        p.add_argument("--mask", help="brain mask on the DWI grid (default: computed from the b=0 volumes)")
+        p.add_argument("--out", required=True, help="output folder")
+        p.add_argument("--no-qc", action="store_true", help="skip the QC picture")
+        add_common(p)
+
+    f = cmds.add_parser("fit", help="the reference AMICO-style linear NODDI fit (best on a full, multi-shell scheme)",
+                        description="Dictionary of Watson-stick and tortuous-zeppelin atoms over ICVF and ODI plus a "
+                        "free-water atom, rotated to each voxel's tensor direction, solved by non-negative "
+                        "least squares as AMICO does. Writes icvf, isovf, odi, mask, measures.json, QC PNG.")
+    dwi_inputs(f)
+    f.set_defaults(func=_fit)
+
+    p = cmds.add_parser("predict", help="ICVF, ISOVF, ODI from a (few-gradient) DWI by the network",
+                        description="Normalise by the b=0 mean, read 3x3x3 patches, estimate the centre voxel's "
+                        "NODDI parameters. An input scheme other than the network's is interpolated in q-space "
+                        "onto it first (said in measures.json).")
+    dwi_inputs(p)
+    p.add_argument("--weights", help="weights from `mrinets microstructure finetune` (default: the shipped model)")
+    p.add_argument("--method", choices=("network", "fit"), default="network")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=_predict)
+
+    def training(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", required=True, help="output folder")
+        p.add_argument("--epochs", type=int, default=30)
+        p.add_argument("--batch-size", type=int, default=256)
+        p.add_argument("--lr", type=finite_float, default=2e-3)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        add_common(p)
+
+    t = cmds.add_parser("pretrain", help="pretrain on auxiliary high-quality phantoms brought to the target scheme",
+                        description="Auxiliary subjects (1.5 mm, 3 shells x 64 directions) are averaged into 3 mm "
+                        "voxels, fitted on their own scheme (targets) and interpolated in q-space onto the "
+                        "network's scheme (inputs). Writes pretrained.pt.")
+    t.add_argument("--subjects", type=int, default=6, help="auxiliary phantoms")
+    training(t)
+    t.set_defaults(func=_pretrain)
+
+    n = cmds.add_parser("finetune", help="fine-tune (or train from scratch) on K target subjects",
+                        description="Target phantoms (3 mm, clinical population): inputs are the 31-volume "
+                        "low-quality scans, targets the reference fit of the full 64-volume scans. Writes "
+                        "microstructure_noddi.pt, its model card and a report; --test-subjects scores held-out "
+                        "subjects against the truth, beside the reference fit of the same low-quality scans.")
+    n.add_argument("--init", help="pretrained weights (omit to train from scratch)")
+    n.add_argument("--subjects", type=int, default=1, help="K target training phantoms")
+    n.add_argument("--test-subjects", type=int, default=0, help="held-out target phantoms to score")
+    training(n)
+    n.set_defaults(func=_finetune)
+
+    e = cmds.add_parser("evaluate", help="compare NODDI maps with reference maps (MAE and correlation per parameter)")
+    e.add_argument("pred", help="folder with icvf/isovf/odi.nii.gz (from predict or fit)")
+    e.add_argument("ref", help="folder with the reference maps (truth or a fit of the full scan)")
+    e.add_argument("--mask", help="voxels to score (default: the prediction's mask.nii.gz)")
+    e.add_argument("--out", help="write the scores to this JSON file too")
+    add_common(e)
+    e.set_defaults(func=_evaluate)
+
+
+def _inputs(args: argparse.Namespace):
+    from mrinets.pipelines import microstructure as ms
+
+    return ms.load_dwi(args.dwi, args.bval, args.bvec, mask=args.mask)
+
+
+def _save(result, args: argparse.Namespace) -> int:
+    from mrinets.io import ensure_outdir
+
+    ensure_outdir(args.out)
+    paths = result.save(args.out, qc=not args.no_qc)
+    if not args.quiet:
+        print(f"mrinets microstructure: wrote {len(paths)} files to {args.out}")
+        if result.measures.get("resampled"):
+            print(f"note: {result.measures['scheme_note']}")
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from mrinets.pipelines import microstructure as ms
+
+    image, scheme, mask = _inputs(args)
+    return _save(ms.fit_reference(image, scheme, mask), args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from mrinets.pipelines import microstructure as ms
+
+    config = ms.MicrostructureConfig(method=args.method, weights=args.weights, device=args.device)
+    image, scheme, mask = _inputs(args)
+    return _save(ms.predict(image, scheme, mask, config=config), args)
+
+
+def _fit_config(args: argparse.Namespace):
+    from mrinets.pipelines.microstructure import FitConfig
+
+    return FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+                     quiet=args.quiet)
+
+
+def _command(action: str, args: argparse.Namespace, extra: list[str]) -> str:
+    argv = ["--out", str(args.out), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+            "--lr", f"{args.lr:g}", "--seed", str(args.seed), *extra]
+    return f"mrinets microstructure {action} " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from mrinets.errors import ArgumentError
+    from mrinets.io import ensure_outdir, write_json
+    from mrinets.pipelines import microstructure as ms
+    from mrinets.pipelines.microstructure import experiment
+
+    if args.subjects < 1:
+        raise ArgumentError("--subjects", "need at least one auxiliary subject")
+    out = ensure_outdir(args.out)
+    model, report = experiment.pretrain(args.subjects, _fit_config(args))
+    model.card["pretrain"]["command"] = _command("pretrain", args, ["--subjects", str(args.subjects)])
+    path = ms.save_model(model, out / "pretrained.pt")
+    write_json(out / "pretrain_report.json", report)
+    if not args.quiet:
+        print(f"mrinets microstructure pretrain: wrote {path}")
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from mrinets.errors import ArgumentError
+    from mrinets.io import ensure_outdir, write_json, write_text
+    from mrinets.pipelines import microstructure as ms
+    from mrinets.pipelines.microstructure import experiment
+
+    if args.subjects < 1 or args.test_subjects < 0:
+        raise ArgumentError("--subjects", "need at least one target subject (and no negative test count)")
+    init = ms.load_model(args.init) if args.init else None
+    out = ensure_outdir(args.out)
+    train = [experiment.target_subject(experiment.TRAIN_SEED_START + i) for i in range(args.subjects)]
+    model, report = experiment.finetune(train, _fit_config(args), init=init)
+    stage = report["stage"]
+    extra = ["--subjects", str(args.subjects), "--test-subjects", str(args.test_subjects)]
+    model.card[stage]["command"] = _command("finetune", args, (["--init", args.init] if args.init else []) + extra)
+    if args.test_subjects:
+        test = [experiment.target_subject(experiment.TEST_SEED_START + i) for i in range(args.test_subjects)]
+        model.card["held_out"] = {"network": experiment.evaluate(model, test, device=args.device),
+                                  "fit_on_low_quality": experiment.evaluate_fit(test)}
+    path = ms.save_model(model, out / "microstructure_noddi.pt")
+    write_json(out / "finetune_report.json", model.card)
+    write_text(out / "microstructure_noddi.md", ms.model_card_text(model.card))
+    if not args.quiet:
+        print(f"mrinets microstructure finetune: wrote {path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from mrinets.io import write_json
+    from mrinets.pipelines import microstructure as ms
+
+    scores = ms.compare_maps(args.pred, args.ref, mask=args.mask)
+    if args.out:
+        write_json(args.out, scores)
+    json.dump(scores, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0

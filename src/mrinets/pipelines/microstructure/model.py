@@ -1,0 +1,144 @@
+"""The estimator's configuration, training (pretraining and fine-tuning) and whole-volume inference."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from mrinets.nets.qspace import MescNet
+from mrinets.physics.diffusion import GradientScheme
+from mrinets.pipelines.microstructure.data import PARAMETERS, TrainingSet, fill_outside
+from mrinets.training.engine import TrainConfig, Trainer, resolve_device
+
+__all__ = ["NetConfig", "FitConfig", "build_network", "train_network", "predict_ratios"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NetConfig:
+    """What rebuilds the network: its scheme and sizes (stored with the weights)."""
+
+    scheme: dict = field(default_factory=dict)
+    patch: int = 3
+    angular_atoms: int = 32
+    spatial_atoms: int = 6
+    code_size: int = 96
+    iterations: int = 4
+    hidden: int = 64
+
+    @property
+    def gradient_scheme(self) -> GradientScheme:
+        return GradientScheme.from_dict(self.scheme)
+
+    @property
+    def n_measurements(self) -> int:
+        return int((~self.gradient_scheme.b0_mask).sum())
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NetConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class FitConfig:
+    """One training run: pretraining, fine-tuning or training from scratch."""
+
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1
+    patience: int | None = 8
+    seed: int = 0
+    device: str = "auto"
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+
+
+def build_network(config: NetConfig) -> MescNet:
+    return MescNet(config.n_measurements, n_voxels=config.patch**3, n_outputs=len(PARAMETERS),
+                   angular_atoms=config.angular_atoms, spatial_atoms=config.spatial_atoms,
+                   code_size=config.code_size, iterations=config.iterations, hidden=config.hidden)
+
+
+def _loss(net: torch.nn.Module, batch) -> torch.Tensor:
+    patches, targets = batch
+    return torch.mean((net(patches) - targets) ** 2)
+
+
+def _val(net: torch.nn.Module, batch) -> dict[str, float]:
+    patches, targets = batch
+    err = torch.abs(net(patches) - targets).mean(dim=0)
+    out = {"val_loss": float(torch.mean((net(patches) - targets) ** 2))}
+    out.update({f"val_mae_{p}": float(e) for p, e in zip(PARAMETERS, err)})
+    return out
+
+
+def train_network(data: TrainingSet, net_config: NetConfig, fit: FitConfig, *, init: MescNet | None = None
+                  ) -> tuple[MescNet, dict]:
+    """Train from ``init`` (fine-tuning) or from scratch; the best epoch on held-out samples is kept.
+
+    Returns the network (CPU, eval mode) and a report: epochs run, best
+    epoch, validation errors per parameter.
+    """
+    train, val = data.split(fit.val_fraction, seed=fit.seed)
+    torch.manual_seed(fit.seed)
+    net = build_network(net_config)
+    if init is not None:
+        net.load_state_dict(init.state_dict())
+    to_tensors = lambda s: TensorDataset(torch.from_numpy(s.patches), torch.from_numpy(s.targets))  # noqa: E731
+    config = TrainConfig(max_epochs=fit.epochs, batch_size=fit.batch_size, lr=fit.lr, weight_decay=fit.weight_decay,
+                         seed=fit.seed, device=fit.device, patience=fit.patience, quiet=fit.quiet,
+                         restore_best=True)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=fit.epochs)
+    trainer = Trainer(net, _loss, config, val_fn=_val, optimizer=optimizer, scheduler=scheduler)
+    history = trainer.fit(to_tensors(train), to_tensors(val))
+    best = history.val[history.best_epoch]
+    report = {"samples": len(train), "val_samples": len(val), "epochs_run": len(history.train_loss),
+              "best_epoch": history.best_epoch + 1, "init": "pretrained" if init is not None else "scratch",
+              **{k: round(v, 5) for k, v in best.items()}}
+    log.info("trained (%s): %s", report["init"], report)
+    return net.cpu().eval(), report
+
+
+@torch.inference_mode()
+def predict_ratios(net: MescNet, ratio: np.ndarray, mask: np.ndarray, *, patch: int = 3, device: str = "auto",
+                   slab: int = 16) -> dict[str, np.ndarray]:
+    """Maps of every parameter on the volume's grid (zero outside ``mask``), float32.
+
+    The patch projection runs as a convolution over slabs of ``slab`` planes
+    (the same numbers as cutting patches one by one, without building them),
+    then the rest of the network reads the mask voxels only.
+    """
+    dev = resolve_device(device)
+    net = net.to(dev).eval()
+    half = patch // 2
+    maps = {name: np.zeros(mask.shape, dtype=np.float32) for name in PARAMETERS}
+    if not mask.any():
+        return maps
+    lo = np.argwhere(mask).min(axis=0)
+    hi = np.argwhere(mask).max(axis=0) + 1
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    filled = np.pad(fill_outside(ratio, mask)[box], ((half, half),) * 3 + ((0, 0),), mode="edge")
+    inside = mask[box]
+    for x0 in range(0, inside.shape[0], slab):
+        x1 = min(x0 + slab, inside.shape[0])
+        where = inside[x0:x1]
+        if not where.any():
+            continue
+        signals = torch.from_numpy(np.ascontiguousarray(np.moveaxis(filled[x0 : x1 + 2 * half], -1, 0))).to(dev)
+        projected = net.project_volume(signals)[torch.from_numpy(where).to(dev)]
+        values = net.decode(projected).float().cpu().numpy()
+        for k, name in enumerate(PARAMETERS):
+            maps[name][box][x0:x1][where] = values[:, k]
+    return maps

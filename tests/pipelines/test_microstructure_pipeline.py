@@ -1,0 +1,145 @@
+"""Microstructure pipeline end to end on tiny phantom crops: train, predict, save, CLI and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from mrinets.cli import main
+from mrinets.io.nifti import from_array
+from mrinets.physics.diffusion import GradientScheme
+from mrinets.pipelines import microstructure as ms
+from mrinets.pipelines.microstructure import experiment as ex
+
+CROP = ((78, 138), (104, 164), (72, 102))  # 60 x 60 x 30 mm through the corpus callosum and ventricles
+
+
+@pytest.fixture(scope="module")
+def subjects():
+    return [ex.target_subject(ex.TRAIN_SEED_START + 50, crop=CROP), ex.target_subject(ex.TEST_SEED_START + 50,
+                                                                                       crop=CROP)]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(subjects):
+    model, report = ex.finetune(subjects[:1], ms.FitConfig(epochs=3, batch_size=128, quiet=True, device="cpu"))
+    return model, report
+
+
+def test_target_subject_is_a_subset_of_its_full_scan(subjects):
+    s = subjects[0]
+    assert s.lq_scheme.same_as(ms.target_scheme())
+    assert s.lq_dwi.shape[-1] == 31 and s.lq_scheme.shells == (1500.0, 2500.0)
+    inside = s.mask & (s.tissue >= 2)
+    # The full-scan fit is a good target: close to the truth in tissue.
+    for p in ms.PARAMETERS:
+        assert np.nanmean(np.abs(s.hq_fit[p][inside] - s.truth[p][inside])) < 0.12, p
+
+
+def test_training_report_and_round_trip(tmp_path, tiny_model, subjects):
+    model, report = tiny_model
+    assert report["stage"] == "scratch" and report["epochs_run"] == 3 and report["samples"] > 1000
+    path = ms.save_model(model, tmp_path / "m.pt")
+    again = ms.load_model(path)
+    a = ex.evaluate(model, subjects[1:], device="cpu")
+    b = ex.evaluate(again, subjects[1:], device="cpu")
+    assert a["mae_mean"] == b["mae_mean"]
+    assert set(a) >= {"mae_icvf", "mae_isovf", "mae_odi", "mae_hq_icvf", "subjects"}
+
+
+def test_finetuning_starts_from_the_pretrained_weights(tiny_model, subjects):
+    model, _ = tiny_model
+    tuned, report = ex.finetune(subjects[:1], ms.FitConfig(epochs=1, lr=1e-6, quiet=True, device="cpu"), init=model)
+    assert report["stage"] == "finetune" and "scratch" in tuned.card
+    # With a vanishing learning rate fine-tuning keeps the initial network's behaviour.
+    a = ex.evaluate(model, subjects[1:], device="cpu")["mae_mean"]
+    b = ex.evaluate(tuned, subjects[1:], device="cpu")["mae_mean"]
+    assert abs(a - b) < 1e-3
+
+
+def _write_dwi(tmp_path, s, name="dwi", scheme=None, data=None):
+    from mrinets.io.gradients import array_frame_to_fsl
+
+    scheme = scheme or s.lq_scheme
+    data = s.lq_dwi if data is None else data
+    nib.save(nib.Nifti1Image(data, s.affine), tmp_path / f"{name}.nii.gz")
+    np.savetxt(tmp_path / f"{name}.bval", scheme.bvals[None], fmt="%g")
+    np.savetxt(tmp_path / f"{name}.bvec", array_frame_to_fsl(scheme.bvecs, s.affine).T, fmt="%.6f")
+    nib.save(nib.Nifti1Image(s.mask.astype(np.uint8), s.affine), tmp_path / "mask.nii.gz")
+    return [tmp_path / f"{name}.nii.gz", "--bval", tmp_path / f"{name}.bval", "--bvec", tmp_path / f"{name}.bvec"]
+
+
+def test_cli_predict_fit_and_evaluate(tmp_path, tiny_model, subjects):
+    model, _ = tiny_model
+    weights = ms.save_model(model, tmp_path / "w.pt")
+    args = _write_dwi(tmp_path, subjects[1])
+    out = tmp_path / "pred"
+    assert main(["microstructure", "predict", *map(str, args), "--mask", str(tmp_path / "mask.nii.gz"),
+                 "--weights", str(weights), "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert names == {"icvf.nii.gz", "isovf.nii.gz", "odi.nii.gz", "mask.nii.gz", "measures.json", "qc_noddi.png"}
+    measures = json.loads((out / "measures.json").read_text())
+    assert measures["resampled"] is False and 0 < measures["icvf_mean"] < 1
+    icvf = nib.load(out / "icvf.nii.gz")
+    np.testing.assert_allclose(icvf.affine, subjects[1].affine)
+    fit_out = tmp_path / "fit"
+    assert main(["microstructure", "fit", *map(str, args), "--out", str(fit_out), "--quiet", "--no-qc"]) == 0
+    assert json.loads((fit_out / "measures.json").read_text())["method"] == "fit"
+    assert main(["microstructure", "evaluate", str(out), str(fit_out), "--out", str(tmp_path / "s.json"),
+                 "--quiet"]) == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["voxels"] == int(subjects[1].mask.sum()) and -1 <= scores["icvf"]["pearson_r"] <= 1
+
+
+def test_other_scheme_is_interpolated_and_said(tmp_path, tiny_model, subjects):
+    from mrinets.data.phantoms.microstructure import make_truth, simulate_dwi
+
+    model, _ = tiny_model
+    full = GradientScheme.from_dipy("gtab_3shell")
+    truth = make_truth(ex.TEST_SEED_START + 50, voxel_mm=3.0, population="target", crop=CROP)
+    dwi = simulate_dwi(truth, full, snr=20.0, rng=np.random.default_rng(1))
+    image, mask = from_array(dwi, truth.affine), from_array(truth.mask.astype(np.float32), truth.affine)
+    result = ms.predict(image, full, mask, model=model, config=ms.MicrostructureConfig(device="cpu"))
+    assert result.measures["resampled"] is True and "interpolated in q-space" in result.measures["scheme_note"]
+    direct = ms.predict(from_array(subjects[1].lq_dwi, truth.affine), subjects[1].lq_scheme, mask, model=model,
+                        config=ms.MicrostructureConfig(device="cpu"))
+    inside = truth.mask & (truth.tissue >= 2)
+    # Same subject, another acquisition: the maps agree about as well as two noisy scans can.
+    assert np.mean(np.abs(result.maps["icvf"][inside] - direct.maps["icvf"][inside])) < 0.08
+
+
+@pytest.mark.parametrize("problem", ["3d", "count", "not-unit", "no-b0", "mask-grid", "nan"])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, subjects, problem):
+    s = subjects[1]
+    args = _write_dwi(tmp_path, s)
+    extra = []
+    if problem == "3d":
+        nib.save(nib.Nifti1Image(s.lq_dwi[..., 0], s.affine), args[0])
+    elif problem == "count":
+        np.savetxt(args[2], s.lq_scheme.bvals[None, :-1], fmt="%g")
+    elif problem == "not-unit":
+        np.savetxt(args[4], 2 * s.lq_scheme.bvecs.T, fmt="%.6f")
+    elif problem == "no-b0":
+        np.savetxt(args[2], np.where(s.lq_scheme.bvals == 0, 1000, s.lq_scheme.bvals)[None], fmt="%g")
+        bvecs = s.lq_scheme.bvecs.copy()
+        bvecs[s.lq_scheme.b0_mask] = [1, 0, 0]
+        np.savetxt(args[4], bvecs.T, fmt="%.6f")
+    elif problem == "mask-grid":
+        nib.save(nib.Nifti1Image(s.mask[:-1].astype(np.uint8), s.affine), tmp_path / "mask.nii.gz")
+        extra = ["--mask", tmp_path / "mask.nii.gz"]
+    elif problem == "nan":
+        data = s.lq_dwi.copy()
+        data[2, 2, 2, 3] = np.nan
+        nib.save(nib.Nifti1Image(data, s.affine), args[0])
+    out = tmp_path / "out"
+    try:
+        code = main(["microstructure", "predict", *map(str, args + extra), "--out", str(out), "--device", "cpu"])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("mrinets: error:")
+    assert not out.exists() or not any(out.iterdir())
