@@ -13,6 +13,9 @@ from mrinets.physics.diffusion.noddi import (
     zeppelin_signal,
 )
 from mrinets.physics.diffusion.scheme import B0_THRESHOLD, GradientScheme
+from mrinets.physics.diffusion.amico import NoddiFit, NoddiModel
+from mrinets.physics.diffusion.nnls import nnls_batch
+from mrinets.physics.diffusion.qspace import QSpaceInterpolator, resample_dwi
 
 __all__ = [
     "B0_THRESHOLD",
@@ -20,6 +23,11 @@ __all__ = [
     "D_PAR",
     "KAPPA_MAX",
     "GradientScheme",
+    "NoddiFit",
+    "NoddiModel",
+    "QSpaceInterpolator",
+    "nnls_batch",
+    "resample_dwi",
     "ball_signal",
     "kappa_from_odi",
     "noddi_signal",

@@ -27,7 +27,8 @@ from mrinets.io import Image, OutputStage, check_same_grid, load, save, write_js
 from mrinets.io.gradients import fsl_to_array_frame
 from mrinets.physics.diffusion import GradientScheme
 from mrinets.physics.diffusion.amico import NoddiModel
-from mrinets.pipelines.microstructure.data import PARAMETERS, normalise_dwi
+from mrinets.physics.diffusion.qspace import QSpaceInterpolator
+from mrinets.pipelines.microstructure.data import PARAMETERS, normalise_dwi, with_b0
 from mrinets.pipelines.microstructure.model import FitConfig, NetConfig, build_network, predict_ratios
 from mrinets.preprocess.mask import gre_brain_mask
 
@@ -194,9 +195,7 @@ def predict(image: Image, scheme: GradientScheme, mask: Image | None = None, *,
     ratio, usable = normalise_dwi(image.data, scheme, brain)
     resampled = not scheme.same_as(model.scheme)
     if resampled:
-        from mrinets.physics.diffusion.qspace import QSpaceInterpolator
-
-        net_ratio = QSpaceInterpolator(scheme, model.scheme)(_with_b0(ratio[usable], scheme))
+        net_ratio = QSpaceInterpolator(scheme, model.scheme)(with_b0(ratio[usable], scheme))
         ratio = np.zeros((*usable.shape, net_ratio.shape[-1] - int(model.scheme.b0_mask.sum())), np.float32)
         ratio[usable] = net_ratio[:, ~model.scheme.b0_mask]
     maps = predict_ratios(model.net, ratio, usable, patch=model.config.patch, device=config.device)
@@ -210,13 +209,6 @@ def predict(image: Image, scheme: GradientScheme, mask: Image | None = None, *,
     if resampled:
         log.warning(note)
     return MicrostructureResult(maps, usable, image.with_data(maps["icvf"]), measures)
-
-
-def _with_b0(weighted_ratio: np.ndarray, scheme: GradientScheme) -> np.ndarray:
-    """Normalised signals on the whole scheme (1 at b=0) from the weighted volumes' ratios."""
-    full = np.ones((len(weighted_ratio), scheme.n), np.float32)
-    full[:, ~scheme.b0_mask] = weighted_ratio
-    return full
 
 
 def compare_maps(pred_dir: str | Path, ref_dir: str | Path, *, mask: str | Path | None = None) -> dict:

@@ -9,8 +9,8 @@ from scipy import ndimage
 
 from mrinets.physics.diffusion import GradientScheme
 
-__all__ = ["PARAMETERS", "normalise_dwi", "block_average", "fill_outside", "extract_patches", "TrainingSet", "training_set",
-           "concatenate"]
+__all__ = ["PARAMETERS", "normalise_dwi", "with_b0", "block_average", "fill_outside", "extract_patches",
+           "TrainingSet", "training_set", "concatenate"]
 
 PARAMETERS = ("icvf", "isovf", "odi")
 _MAX_RATIO = 1.5  # S/S0 above this is noise or artefact, not diffusion
@@ -29,6 +29,13 @@ def normalise_dwi(dwi: np.ndarray, scheme: GradientScheme, mask: np.ndarray) -> 
     ratio = np.zeros(weighted.shape, dtype=np.float32)
     ratio[usable] = np.clip(weighted[usable] / s0[usable, None], 0.0, _MAX_RATIO)
     return ratio, usable
+
+
+def with_b0(weighted_ratio: np.ndarray, scheme: GradientScheme) -> np.ndarray:
+    """Normalised signals (V, N) on the whole scheme, 1 at b=0, from the weighted volumes' ratios (V, M)."""
+    full = np.ones((len(weighted_ratio), scheme.n), np.float32)
+    full[:, ~scheme.b0_mask] = weighted_ratio
+    return full
 
 
 def block_average(volume: np.ndarray, factor: int) -> np.ndarray:

@@ -23,9 +23,10 @@ from mrinets.data.phantoms.microstructure import make_truth, simulate_dwi
 from mrinets.errors import ArgumentError
 from mrinets.physics.diffusion import GradientScheme
 from mrinets.physics.diffusion.amico import NoddiModel
+from mrinets.physics.diffusion.qspace import QSpaceInterpolator
 from mrinets.pipelines.microstructure import MicrostructureModel, target_scheme
 from mrinets.pipelines.microstructure.data import (PARAMETERS, TrainingSet, block_average, concatenate,
-                                                   normalise_dwi, training_set)
+                                                   normalise_dwi, training_set, with_b0)
 from mrinets.pipelines.microstructure.model import FitConfig, NetConfig, predict_ratios, train_network
 
 __all__ = ["AUX_SCHEME", "FULL_TARGET_SCHEME", "TargetSubject", "auxiliary_set", "target_subject",
@@ -47,12 +48,6 @@ def target_indices() -> np.ndarray:
     return GradientScheme.from_dipy(FULL_TARGET_SCHEME).spread_indices(_TARGET_SHELLS, n_b0=1)
 
 
-def _with_b0(weighted_ratio: np.ndarray, scheme: GradientScheme) -> np.ndarray:
-    full = np.ones((len(weighted_ratio), scheme.n), np.float32)
-    full[:, ~scheme.b0_mask] = weighted_ratio
-    return full
-
-
 def _fit_targets(dwi: np.ndarray, scheme: GradientScheme, mask: np.ndarray) -> dict[str, np.ndarray]:
     fit = NoddiModel(scheme).fit(dwi, mask)
     return {p: np.where(mask, getattr(fit, p), np.nan).astype(np.float32) for p in PARAMETERS}
@@ -69,9 +64,7 @@ def auxiliary_set(seed: int, target: GradientScheme, *, crop=None) -> TrainingSe
     mask = block_average(truth.mask.astype(np.float32), factor) > 0.5
     targets = _fit_targets(dwi, scheme, mask)
     ratio, usable = normalise_dwi(dwi, scheme, mask)
-    from mrinets.physics.diffusion.qspace import QSpaceInterpolator
-
-    on_target = QSpaceInterpolator(scheme, target)(_with_b0(ratio[usable], scheme))
+    on_target = QSpaceInterpolator(scheme, target)(with_b0(ratio[usable], scheme))
     moved = np.zeros((*usable.shape, int((~target.b0_mask).sum())), np.float32)
     moved[usable] = on_target[:, ~target.b0_mask]
     samples = training_set(moved, usable, targets)
