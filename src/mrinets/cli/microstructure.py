@@ -43,11 +43,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=_predict)
 
-    def training(p: argparse.ArgumentParser) -> None:
+    def training(p: argparse.ArgumentParser, lr_help: str = "learning rate (default 2e-3)") -> None:
         p.add_argument("--out", required=True, help="output folder")
         p.add_argument("--epochs", type=int, default=30)
         p.add_argument("--batch-size", type=int, default=256)
-        p.add_argument("--lr", type=finite_float, default=2e-3)
+        p.add_argument("--lr", type=finite_float, help=lr_help)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto", help="auto, cpu or cuda")
         add_common(p)
@@ -68,7 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--init", help="pretrained weights (omit to train from scratch)")
     n.add_argument("--subjects", type=int, default=1, help="K target training phantoms")
     n.add_argument("--test-subjects", type=int, default=0, help="held-out target phantoms to score")
-    training(n)
+    training(n, "learning rate (default 5e-4 when fine-tuning, 2e-3 from scratch)")
     n.set_defaults(func=_finetune)
 
     e = cmds.add_parser("evaluate", help="compare NODDI maps with reference maps (MAE and correlation per parameter)")
@@ -116,6 +116,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _fit_config(args: argparse.Namespace):
     from mrinets.pipelines.microstructure import FitConfig
 
+    if args.lr is None:
+        args.lr = 5e-4 if getattr(args, "init", None) else 2e-3
     return FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                      quiet=args.quiet)
 
