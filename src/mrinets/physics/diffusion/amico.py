@@ -37,7 +37,7 @@ from dipy.reconst.dti import TensorModel
 from scipy.spatial import cKDTree
 
 from mrinets.physics.diffusion.noddi import D_ISO, D_PAR, ball_signal, odi_from_kappa, stick_signal, zeppelin_signal
-from mrinets.physics.diffusion.scheme import GradientScheme
+from mrinets.physics.diffusion.scheme import GradientScheme, as_voxel_mask
 
 __all__ = ["NoddiModel", "NoddiFit", "hemisphere_directions"]
 
@@ -243,13 +243,7 @@ class NoddiModel:
                 f"for a scheme of {self.scheme.n} volumes, got {dwi.shape}"
             )
         spatial = dwi.shape[:-1]
-        if mask is None:
-            mask = np.ones(spatial, dtype=bool)
-        else:
-            mask = np.asarray(mask)
-            if mask.shape != spatial:
-                raise ValueError(f"mask must have the spatial shape of dwi {spatial}, got {mask.shape}")
-            mask = mask.astype(bool)
+        mask = as_voxel_mask(mask, spatial)
         voxels = np.flatnonzero(mask.reshape(-1))
         flat = dwi.reshape(-1, self.scheme.n)
 

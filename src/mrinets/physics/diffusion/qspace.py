@@ -20,7 +20,7 @@ import numpy as np
 
 from mrinets.physics.diffusion.amico import hemisphere_directions
 from mrinets.physics.diffusion.nnls import nnls_batch
-from mrinets.physics.diffusion.scheme import SHELL_TOLERANCE, GradientScheme
+from mrinets.physics.diffusion.scheme import SHELL_TOLERANCE, GradientScheme, as_voxel_mask
 
 __all__ = [
     "DEFAULT_TENSORS",
@@ -361,13 +361,7 @@ def resample_dwi(
     if not np.any(source.b0_mask):
         raise ValueError("source has no b=0 volume to normalise dwi with")
     spatial = dwi.shape[:3]
-    if mask is None:
-        mask = np.ones(spatial, dtype=bool)
-    else:
-        mask = np.asarray(mask)
-        if mask.shape != spatial:
-            raise ValueError(f"mask must have the spatial shape of dwi {spatial}, got {mask.shape}")
-        mask = mask.astype(bool)
+    mask = as_voxel_mask(mask, spatial)
     interp = QSpaceInterpolator(source, target)
 
     signal = dwi[mask].astype(np.float64)

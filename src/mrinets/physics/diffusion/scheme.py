@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GradientScheme", "B0_THRESHOLD", "SHELL_TOLERANCE"]
+__all__ = ["GradientScheme", "B0_THRESHOLD", "SHELL_TOLERANCE", "as_voxel_mask"]
 
 B0_THRESHOLD = 50.0  # s/mm^2, as in io.gradients, DIPY and FSL
 SHELL_TOLERANCE = 100.0  # s/mm^2: b-values this close belong to one shell
@@ -158,3 +158,13 @@ class GradientScheme:
     @classmethod
     def from_dict(cls, d: dict) -> GradientScheme:
         return cls(np.asarray(d["bvals"]), np.asarray(d["bvecs"]))
+
+
+def as_voxel_mask(mask: np.ndarray | None, spatial: tuple[int, ...]) -> np.ndarray:
+    """``mask`` as booleans of the DWI's spatial shape (all voxels when None); ValueError naming it otherwise."""
+    if mask is None:
+        return np.ones(spatial, dtype=bool)
+    mask = np.asarray(mask)
+    if mask.shape != tuple(spatial):
+        raise ValueError(f"mask must have the spatial shape of dwi {tuple(spatial)}, got {mask.shape}")
+    return mask.astype(bool)
