@@ -23,11 +23,14 @@ def normalise_dwi(dwi: np.ndarray, scheme: GradientScheme, mask: np.ndarray) -> 
     restricted to voxels whose S0 is positive and whose signals are finite.
     """
     dwi = np.asarray(dwi, dtype=np.float32)
-    s0 = dwi[..., scheme.b0_mask].mean(axis=-1)
-    weighted = dwi[..., ~scheme.b0_mask]
-    usable = mask & (s0 > 0) & np.all(np.isfinite(weighted), axis=-1)
-    ratio = np.zeros(weighted.shape, dtype=np.float32)
-    ratio[usable] = np.clip(weighted[usable] / s0[usable, None], 0.0, _MAX_RATIO)
+    inside = dwi[mask]  # only brain voxels are divided: a fraction of the volume
+    s0 = inside[:, scheme.b0_mask].mean(axis=-1)
+    weighted = inside[:, ~scheme.b0_mask]
+    good = (s0 > 0) & np.all(np.isfinite(weighted), axis=-1)
+    usable = np.zeros(mask.shape, dtype=bool)
+    usable[mask] = good
+    ratio = np.zeros((*mask.shape, weighted.shape[-1]), dtype=np.float32)
+    ratio[usable] = np.clip(weighted[good] / s0[good, None], 0.0, _MAX_RATIO)
     return ratio, usable
 
 
