@@ -129,11 +129,9 @@ register(PhantomKind(
 
 
 def _make_microstructure(*, seed: int, out: Path, scheme, voxel_size, snr, population, downsample) -> list[Path]:
-    from mrinets.data.phantoms.microstructure import make_microstructure_subject
+    from mrinets.data.phantoms.microstructure import make_microstructure_subject, target_scheme
 
     if scheme == "lowq":
-        from mrinets.pipelines.microstructure import target_scheme
-
         scheme = target_scheme()
     elif scheme not in ("gtab_3shell", "gtab_isbi2013_2shell"):
         raise ValueError(f"--scheme must be gtab_3shell, gtab_isbi2013_2shell or lowq, got {scheme!r}")

@@ -65,7 +65,22 @@ from mrinets.io.nifti import from_array, save
 from mrinets.physics.diffusion import GradientScheme, noddi_signal
 
 __all__ = ["POPULATIONS", "Population", "MicrostructureTruth", "MicrostructurePhantom", "make_truth", "b0_level",
-           "simulate_dwi", "downsample_affine", "make_microstructure_subject"]
+           "simulate_dwi", "downsample_affine", "make_microstructure_subject", "FULL_TARGET_SCHEME", "target_indices",
+           "target_scheme"]
+
+
+FULL_TARGET_SCHEME = "gtab_isbi2013_2shell"  # the target dataset's full acquisition: b 1500 x 27, 2500 x 36
+_TARGET_SHELLS = {1500.0: 12, 2500.0: 18}
+
+
+def target_indices() -> np.ndarray:
+    """Volumes of the full target scheme that a low-quality target scan keeps (one b=0, 12 + 18 directions)."""
+    return GradientScheme.from_dipy(FULL_TARGET_SCHEME).spread_indices(_TARGET_SHELLS, n_b0=1)
+
+
+def target_scheme() -> GradientScheme:
+    """The 31-volume low-quality target scheme (the one the shipped microstructure network reads)."""
+    return GradientScheme.from_dipy(FULL_TARGET_SCHEME).subset(target_indices())
 
 
 @dataclass(frozen=True)

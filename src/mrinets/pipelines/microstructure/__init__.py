@@ -28,7 +28,7 @@ from mrinets.io.gradients import fsl_to_array_frame
 from mrinets.physics.diffusion import GradientScheme
 from mrinets.physics.diffusion.amico import NoddiModel
 from mrinets.physics.diffusion.qspace import QSpaceInterpolator
-from mrinets.pipelines.microstructure.data import PARAMETERS, normalise_dwi, with_b0
+from mrinets.pipelines.microstructure.data import PARAMETERS, normalise_dwi, target_scheme, with_b0
 from mrinets.pipelines.microstructure.model import FitConfig, NetConfig, build_network, predict_ratios
 from mrinets.preprocess.mask import gre_brain_mask
 
@@ -41,17 +41,6 @@ log = logging.getLogger(__name__)
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "microstructure_noddi.pt"
 OUTPUT_NAMES = {"icvf": "icvf.nii.gz", "isovf": "isovf.nii.gz", "odi": "odi.nii.gz", "mask": "mask.nii.gz",
                 "measures": "measures.json", "qc": "qc_noddi.png"}
-
-
-def target_scheme() -> GradientScheme:
-    """The low-quality scheme the shipped network reads: 12 + 18 directions at b = 1500, 2500 and one b=0.
-
-    Thinned from DIPY's ``gtab_isbi2013_2shell`` (27 + 36 directions), the
-    target dataset's full (high-quality) scheme.
-    """
-    from mrinets.pipelines.microstructure.experiment import FULL_TARGET_SCHEME, target_indices
-
-    return GradientScheme.from_dipy(FULL_TARGET_SCHEME).subset(target_indices())
 
 
 @dataclass

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from mrinets.data.phantoms.microstructure import FULL_TARGET_SCHEME, target_indices, target_scheme
 from mrinets.physics.diffusion import GradientScheme
 
-__all__ = ["PARAMETERS", "normalise_dwi", "with_b0", "block_average", "fill_outside", "extract_patches",
-           "TrainingSet", "training_set", "concatenate"]
+# The target schemes are defined with the phantom that simulates them; re-exported for the pipeline.
+__all__ = ["PARAMETERS", "FULL_TARGET_SCHEME", "target_indices", "target_scheme", "normalise_dwi", "with_b0",
+           "block_average", "fill_outside", "extract_patches", "TrainingSet", "training_set", "concatenate"]
 
 PARAMETERS = ("icvf", "isovf", "odi")
 _MAX_RATIO = 1.5  # S/S0 above this is noise or artefact, not diffusion

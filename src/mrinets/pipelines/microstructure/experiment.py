@@ -24,9 +24,10 @@ from mrinets.errors import ArgumentError
 from mrinets.physics.diffusion import GradientScheme
 from mrinets.physics.diffusion.amico import NoddiModel
 from mrinets.physics.diffusion.qspace import QSpaceInterpolator
-from mrinets.pipelines.microstructure import MicrostructureModel, target_scheme
-from mrinets.pipelines.microstructure.data import (PARAMETERS, TrainingSet, block_average, concatenate,
-                                                   normalise_dwi, training_set, with_b0)
+from mrinets.pipelines.microstructure import MicrostructureModel
+from mrinets.pipelines.microstructure.data import (FULL_TARGET_SCHEME, PARAMETERS, TrainingSet, block_average,
+                                                   concatenate, normalise_dwi, target_indices, target_scheme,
+                                                   training_set, with_b0)
 from mrinets.pipelines.microstructure.model import FitConfig, NetConfig, predict_ratios, train_network
 
 __all__ = ["AUX_SCHEME", "FULL_TARGET_SCHEME", "TargetSubject", "auxiliary_set", "target_subject",
@@ -36,16 +37,9 @@ __all__ = ["AUX_SCHEME", "FULL_TARGET_SCHEME", "TargetSubject", "auxiliary_set",
 log = logging.getLogger(__name__)
 
 AUX_SCHEME = "gtab_3shell"
-FULL_TARGET_SCHEME = "gtab_isbi2013_2shell"
 AUX_VOXEL_MM, TARGET_VOXEL_MM = 1.5, 3.0
 AUX_SNR, TARGET_SNR = 25.0, 20.0
 AUX_SEED_START, TRAIN_SEED_START, TEST_SEED_START = 100_000, 200_000, 300_000
-_TARGET_SHELLS = {1500.0: 12, 2500.0: 18}
-
-
-def target_indices() -> np.ndarray:
-    """Volumes of the full target scheme that the low-quality scan keeps."""
-    return GradientScheme.from_dipy(FULL_TARGET_SCHEME).spread_indices(_TARGET_SHELLS, n_b0=1)
 
 
 def _fit_targets(dwi: np.ndarray, scheme: GradientScheme, mask: np.ndarray) -> dict[str, np.ndarray]:
