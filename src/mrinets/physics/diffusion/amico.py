@@ -36,7 +36,8 @@ from dipy.core.sphere import HemiSphere, disperse_charges
 from dipy.reconst.dti import TensorModel
 from scipy.spatial import cKDTree
 
-from mrinets.physics.diffusion.noddi import D_ISO, D_PAR, ball_signal, odi_from_kappa, stick_signal, zeppelin_signal
+from mrinets.physics.diffusion.noddi import (D_ISO, D_PAR, ball_signal, kappa_from_odi, odi_from_kappa, stick_signal,
+                                            zeppelin_signal)
 from mrinets.physics.diffusion.scheme import GradientScheme, as_voxel_mask
 
 __all__ = ["NoddiModel", "NoddiFit", "hemisphere_directions"]
@@ -184,7 +185,7 @@ class NoddiModel:
         self.scheme = scheme
         self.d_par, self.d_iso, self.l1, self.l2 = float(d_par), float(d_iso), float(l1), float(l2)
         self.directions = hemisphere_directions(n_directions)
-        kappa_grid = 1.0 / np.tan(0.5 * np.pi * odi_grid)
+        kappa_grid = kappa_from_odi(odi_grid)
         self.atom_kappa = np.repeat(kappa_grid, icvf_grid.size)
         self.atom_icvf = np.tile(icvf_grid, kappa_grid.size)
         self.dictionary = self._build_dictionary(kappa_grid, icvf_grid)
