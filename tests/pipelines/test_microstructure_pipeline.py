@@ -143,3 +143,22 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, subjects, proble
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("mrinets: error:")
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_batch_gathers_a_cohort_table_and_isolates_failures(tmp_path, tiny_model, subjects, capsys):
+    model, _ = tiny_model
+    weights = ms.save_model(model, tmp_path / "w.pt")
+    args = _write_dwi(tmp_path, subjects[1])
+    (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
+    table = tmp_path / "subjects.tsv"
+    table.write_text("subject\tdwi\tbval\tbvec\tmask\n"
+                     f"s1\t{args[0].name}\t{args[2].name}\t{args[4].name}\tmask.nii.gz\n"
+                     f"s2\tbroken.nii.gz\t{args[2].name}\t{args[4].name}\t\n")
+    out = tmp_path / "cohort"
+    code = main(["batch", "microstructure", str(table), "--out", str(out), "--weights", str(weights),
+                 "--workers", "0", "--quiet"])
+    assert code == 1  # s2 failed, s1 done
+    assert "s2 failed" in capsys.readouterr().err
+    rows = (out / "cohort_microstructure.tsv").read_text().splitlines()
+    assert rows[0].split("\t")[:2] == ["subject", "brain_ml"] and len(rows) == 2 and rows[1].startswith("s1\t")
+    assert (out / "s1" / "icvf.nii.gz").exists() and not (out / "s2" / "icvf.nii.gz").exists()

@@ -11,7 +11,8 @@ from pathlib import Path
 from mrinets.cli.common import add_common
 
 NAME = "batch"
-_COLUMNS = {"qsm": {"subject", "mag", "phase", "te", "b0"}, "wmh": {"subject", "t1"}}
+_COLUMNS = {"qsm": {"subject", "mag", "phase", "te", "b0"}, "wmh": {"subject", "t1"},
+            "microstructure": {"subject", "dwi", "bval", "bvec"}}
 
 
 def add_scale_options(p: argparse.ArgumentParser) -> None:
@@ -29,14 +30,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="run a pipeline on many subjects listed in a TSV (resumable, Dask)",
         description="qsm: a TSV with columns subject, mag, phase, te (seconds, separated by spaces or commas), "
         "b0 (tesla), and optionally b0_dir (three numbers), mask, labels. wmh: a TSV with columns subject, t1; "
-        "the per-subject CSVs are gathered into OUT/cohort_wmh.csv. Relative paths are relative to the "
+        "the per-subject CSVs are gathered into OUT/cohort_wmh.csv. microstructure: columns subject, dwi, bval, "
+        "bvec and optionally mask; the measures are gathered into OUT/cohort_microstructure.tsv. Relative paths are relative to the "
         "TSV. Each subject is written to OUT/<subject>/; finished subjects are skipped on rerun.",
     )
     p.add_argument("pipeline", choices=list(_COLUMNS))
     p.add_argument("subjects", help="TSV listing the subjects")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--method", choices=("tkd", "tv"), default="tkd", help="qsm: dipole inversion")
-    p.add_argument("--weights", help="wmh: weights file (default: the shipped model)")
+    p.add_argument("--weights", help="wmh, microstructure: weights file (default: the shipped model)")
     add_scale_options(p)
     add_common(p)
     p.set_defaults(func=_run)
@@ -80,6 +82,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.pipeline == "wmh":
         return _run_wmh(args, rows, resolve, Path(out))
+    if args.pipeline == "microstructure":
+        return _run_microstructure(args, rows, resolve, Path(out))
     tasks = []
     for i, row in enumerate(rows, start=2):
         where = f"{table}:{i}"
@@ -113,6 +117,32 @@ def _run_wmh(args: argparse.Namespace, rows, resolve, out: Path) -> int:
                 measures += [{**row, "subject": task.name} for row in csv.DictReader(fh)]
     if measures:
         write_text(out / "cohort_wmh.csv", wmh.measures_table(measures))
+    return status
+
+
+def _run_microstructure(args: argparse.Namespace, rows, resolve, out: Path) -> int:
+    import json
+
+    from mrinets.batch import Task, run_tasks, shard
+    from mrinets.io import write_text
+    from mrinets.pipelines import microstructure as ms
+
+    config = ms.MicrostructureConfig(weights=args.weights)
+    tasks = [Task(name=row["subject"], outdir=out / row["subject"], run=functools.partial(
+        ms.predict_and_save, resolve(row["dwi"]), resolve(row["bval"]), resolve(row["bvec"]), out / row["subject"],
+        config=config, mask=resolve(row.get("mask")))) for row in rows]
+    selected = shard(tasks, num_parts=args.num_parts, part_id=args.part_id)
+    results = run_tasks(selected, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
+    status = report(results, out / f"mrinets_summary_part{args.part_id}.tsv", quiet=args.quiet)
+    keys = ["brain_ml"] + [f"{p}_{s}" for p in ms.PARAMETERS for s in ("mean", "median")]
+    lines = ["\t".join(["subject", *keys, "resampled"])]
+    for task in tasks:
+        path = task.outdir / ms.OUTPUT_NAMES["measures"]
+        if path.exists():
+            m = json.loads(path.read_text())
+            lines.append("\t".join([task.name, *(str(m[k]) for k in keys), str(m["resampled"]).lower()]))
+    if len(lines) > 1:
+        write_text(out / "cohort_microstructure.tsv", "\n".join(lines) + "\n")
     return status
 
 

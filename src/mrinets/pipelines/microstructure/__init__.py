@@ -14,6 +14,7 @@ microstructure estimation. CDMRI 2020, Mathematics and Visualization (2021) 173-
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,7 @@ from mrinets.preprocess.mask import gre_brain_mask
 
 __all__ = ["PARAMETERS", "DEFAULT_WEIGHTS", "OUTPUT_NAMES", "MicrostructureConfig", "MicrostructureModel",
            "MicrostructureResult", "NetConfig", "FitConfig", "load_dwi", "load_model", "save_model", "predict",
-           "fit_reference", "target_scheme", "compare_maps", "model_card_text"]
+           "fit_reference", "target_scheme", "compare_maps", "model_card_text", "predict_and_save"]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,19 @@ def load_dwi(dwi: str | Path, bval: str | Path, bvec: str | Path, *, mask: str |
         if not np.any(mask_image.data > 0):
             raise ArgumentError(str(mask), "mask is empty")
     return image, scheme, mask_image
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(weights: str | None) -> MicrostructureModel:
+    return load_model(weights)
+
+
+def predict_and_save(dwi: str | Path, bval: str | Path, bvec: str | Path, outdir: str | Path, *,
+                     config: MicrostructureConfig, mask: str | Path | None = None, qc: bool = True) -> list[Path]:
+    """Load one DWI, :func:`predict`, save: one subject of a batch (the model is loaded once per process)."""
+    image, scheme, mask_image = load_dwi(dwi, bval, bvec, mask=mask)
+    model = _cached_model(config.weights) if config.method == "network" else None
+    return predict(image, scheme, mask_image, config=config, model=model).save(outdir, qc=qc)
 
 
 def _brain_mask(image: Image, scheme: GradientScheme, mask: Image | None) -> np.ndarray:
