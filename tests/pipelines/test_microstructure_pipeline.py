@@ -162,3 +162,24 @@ def test_batch_gathers_a_cohort_table_and_isolates_failures(tmp_path, tiny_model
     rows = (out / "cohort_microstructure.tsv").read_text().splitlines()
     assert rows[0].split("\t")[:2] == ["subject", "brain_ml"] and len(rows) == 2 and rows[1].startswith("s1\t")
     assert (out / "s1" / "icvf.nii.gz").exists() and not (out / "s2" / "icvf.nii.gz").exists()
+
+
+def test_bids_app_writes_noddi_derivatives(tmp_path, tiny_model, subjects, capsys):
+    model, _ = tiny_model
+    weights = ms.save_model(model, tmp_path / "w.pt")
+    root = tmp_path / "bids"
+    dwi_dir = root / "sub-01" / "ses-1" / "dwi"
+    dwi_dir.mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "t", "BIDSVersion": "1.8.0"}')
+    _write_dwi(dwi_dir, subjects[1], name="sub-01_ses-1_dwi")
+    out = tmp_path / "derivatives"
+    argv = ["bids", str(root), str(out), "participant", "--pipelines", "microstructure", "--noddi-weights",
+            str(weights), "--workers", "0", "--quiet"]
+    assert main(argv) == 0
+    names = {p.name for p in (out / "sub-01" / "ses-1" / "dwi").iterdir()}
+    assert {"sub-01_ses-1_model-NODDI_param-ICVF_dwimap.nii.gz", "sub-01_ses-1_model-NODDI_param-ODI_dwimap.nii.gz",
+            "sub-01_ses-1_model-NODDI_measures.json"} <= names
+    (dwi_dir / "sub-01_ses-1_dwi.bvec").unlink()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sub-01_ses-1_dwi.bvec" in err

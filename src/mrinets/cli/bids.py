@@ -10,7 +10,7 @@ from mrinets.cli.batch import add_scale_options, report
 from mrinets.cli.common import add_common
 
 NAME = "bids"
-PIPELINES = ("qsm", "wmh")
+PIPELINES = ("qsm", "wmh", "microstructure")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         NAME,
         help="BIDS App: run pipelines on every participant of a BIDS dataset",
         description="Finds each participant's inputs (multi-echo GRE with part-mag/part-phase and JSON "
-        "sidecars for qsm, *_T1w for wmh), runs them as independent tasks and writes a BIDS derivatives folder.",
+        "sidecars for qsm, *_T1w for wmh, *_dwi with .bval/.bvec for microstructure), runs them as independent tasks and writes a BIDS derivatives folder.",
     )
     p.add_argument("bids_dir", help="root of the BIDS dataset")
     p.add_argument("output_dir", help="derivatives folder to write")
@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pipelines", nargs="+", choices=PIPELINES, default=list(PIPELINES))
     p.add_argument("--method", choices=("tkd", "tv"), default="tv", help="QSM dipole inversion (default tv)")
     p.add_argument("--weights", help="WMH weights file (default: the shipped model)")
+    p.add_argument("--noddi-weights", help="microstructure weights file (default: the shipped model)")
     add_scale_options(p)
     add_common(p)
     p.set_defaults(func=_run)
@@ -36,8 +37,8 @@ def _run(args: argparse.Namespace) -> int:
     from mrinets import __version__
     from mrinets.batch import Task, run_tasks, shard
     from mrinets.io import ensure_outdir
-    from mrinets.io.bids import derivative_dir, find_gre_runs, find_t1w_runs, write_dataset_description
-    from mrinets.pipelines import qsm, wmh
+    from mrinets.io.bids import derivative_dir, find_dwi_runs, find_gre_runs, find_t1w_runs, write_dataset_description
+    from mrinets.pipelines import microstructure, qsm, wmh
 
     out = ensure_outdir(args.output_dir)
     tasks = []
@@ -57,11 +58,19 @@ def _run(args: argparse.Namespace) -> int:
             outdir = derivative_dir(out, t1.subject, t1.session)
             tasks.append(Task(name=f"{t1.prefix}_wmh", outdir=outdir, marker=".mrinets-done-wmh", run=functools.partial(
                 wmh.predict_and_save, t1.path, outdir, config=config, names=wmh.bids_output_names(t1.prefix))))
+    if "microstructure" in args.pipelines:
+        config = microstructure.MicrostructureConfig(weights=args.noddi_weights)
+        for run in find_dwi_runs(args.bids_dir, participant_labels=args.participant_label):
+            outdir = derivative_dir(out, run.subject, run.session, "dwi")
+            tasks.append(Task(name=f"{run.prefix}_noddi", outdir=outdir, marker=".mrinets-done-noddi",
+                              run=functools.partial(microstructure.predict_and_save, run.path, run.bval, run.bvec,
+                                                    outdir, config=config,
+                                                    names=microstructure.bids_output_names(run.prefix))))
     if not tasks:
         from mrinets.errors import InputError
 
         raise InputError(args.bids_dir, "no input found for the chosen pipelines (qsm: *_echo-<n>_part-mag/phase_"
-                                        "MEGRE.nii.gz; wmh: *_T1w.nii.gz)")
+                                        "MEGRE.nii.gz; wmh: *_T1w.nii.gz; microstructure: *_dwi.nii.gz)")
     write_dataset_description(out, pipeline="+".join(args.pipelines), version=__version__)
     selected = shard(tasks, num_parts=args.num_parts, part_id=args.part_id)
     results = run_tasks(selected, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)

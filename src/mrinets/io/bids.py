@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mrinets.errors import InputError, UnreadableFileError
 
-__all__ = ["GreRun", "T1wRun", "find_gre_runs", "find_t1w_runs", "derivative_dir", "write_dataset_description"]
+__all__ = ["GreRun", "T1wRun", "DwiRun", "find_gre_runs", "find_t1w_runs", "find_dwi_runs", "derivative_dir", "write_dataset_description"]
 
 _MEGRE = re.compile(r"^(?P<prefix>sub-[^_]+(?:_ses-[^_]+)?(?:_[a-z]+-[^_]+)*?)_echo-(?P<echo>\d+)"
                     r"(?P<between>(?:_[a-z]+-[^_]+)*?)_part-(?P<part>mag|phase)(?P<after>(?:_[a-z]+-[^_]+)*)"
@@ -87,6 +87,36 @@ def find_t1w_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | N
             session = re.search(r"_ses-([^_]+)", prefix)
             runs.append(T1wRun(subject=subject, session=f"ses-{session[1]}" if session else None, prefix=prefix,
                                path=path))
+    return runs
+
+
+@dataclass(frozen=True)
+class DwiRun:
+    """One diffusion series with its FSL gradient files and the BIDS prefix (the name without ``_dwi``)."""
+
+    subject: str
+    session: str | None
+    prefix: str
+    path: Path
+    bval: Path
+    bvec: Path
+
+
+def find_dwi_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | None = None) -> list[DwiRun]:
+    """Every ``dwi/*_dwi.nii[.gz]`` with its ``.bval`` and ``.bvec`` beside it, in name order."""
+    root = Path(bids_dir)
+    runs = []
+    for subject in _subjects(root, participant_labels):
+        for path in sorted((root / subject).glob("**/dwi/*_dwi.nii*")):
+            stem = re.sub(r"\.nii(\.gz)?$", "", path.name)
+            bval, bvec = path.with_name(f"{stem}.bval"), path.with_name(f"{stem}.bvec")
+            for table in (bval, bvec):
+                if not table.exists():
+                    raise InputError(path, f"has no {table.name} beside it")
+            prefix = stem[: -len("_dwi")]
+            session = re.search(r"_ses-([^_]+)", prefix)
+            runs.append(DwiRun(subject=subject, session=f"ses-{session[1]}" if session else None, prefix=prefix,
+                               path=path, bval=bval, bvec=bvec))
     return runs
 
 

@@ -35,7 +35,8 @@ from mrinets.preprocess.mask import gre_brain_mask
 
 __all__ = ["PARAMETERS", "DEFAULT_WEIGHTS", "OUTPUT_NAMES", "MicrostructureConfig", "MicrostructureModel",
            "MicrostructureResult", "NetConfig", "FitConfig", "load_dwi", "load_model", "save_model", "predict",
-           "fit_reference", "target_scheme", "compare_maps", "model_card_text", "predict_and_save"]
+           "fit_reference", "target_scheme", "compare_maps", "model_card_text", "predict_and_save",
+           "bids_output_names"]
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +118,19 @@ def _cached_model(weights: str | None) -> MicrostructureModel:
 
 
 def predict_and_save(dwi: str | Path, bval: str | Path, bvec: str | Path, outdir: str | Path, *,
-                     config: MicrostructureConfig, mask: str | Path | None = None, qc: bool = True) -> list[Path]:
+                     config: MicrostructureConfig, mask: str | Path | None = None, qc: bool = True,
+                     names: dict[str, str] | None = None) -> list[Path]:
     """Load one DWI, :func:`predict`, save: one subject of a batch (the model is loaded once per process)."""
     image, scheme, mask_image = load_dwi(dwi, bval, bvec, mask=mask)
     model = _cached_model(config.weights) if config.method == "network" else None
-    return predict(image, scheme, mask_image, config=config, model=model).save(outdir, qc=qc)
+    return predict(image, scheme, mask_image, config=config, model=model).save(outdir, qc=qc, names=names)
+
+
+def bids_output_names(prefix: str) -> dict[str, str]:
+    """BIDS derivative names (BEP016 style: ``<prefix>_model-NODDI_param-ICVF_dwimap.nii.gz``)."""
+    maps = {p: f"{prefix}_model-NODDI_param-{p.upper()}_dwimap.nii.gz" for p in PARAMETERS}
+    return {**maps, "mask": f"{prefix}_desc-brain_mask.nii.gz", "measures": f"{prefix}_model-NODDI_measures.json",
+            "qc": f"{prefix}_model-NODDI_desc-qc_dwimap.png"}
 
 
 def _brain_mask(image: Image, scheme: GradientScheme, mask: Image | None) -> np.ndarray:
