@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--finetune-lr", type=float, default=5e-4)
     parser.add_argument("--lr", type=float, default=2e-3, help="learning rate from scratch and for pretraining")
     parser.add_argument("--pretrained", help="reuse this pretrained.pt instead of pretraining")
+    parser.add_argument("--hq-snr", type=float,
+                        help="the target subjects' full scans as a separate acquisition at this SNR (default: the "
+                             "low-quality scan is a subset of the full one, both SNR 20)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
@@ -47,8 +50,8 @@ def main() -> None:
         pretrained, _ = ex.pretrain(args.aux, ms.FitConfig(epochs=args.pretrain_epochs, lr=args.lr, quiet=True))
         ms.save_model(pretrained, out / "pretrained.pt")
     pretrain_s = time.perf_counter() - t0
-    train = [ex.target_subject(ex.TRAIN_SEED_START + i) for i in range(max(args.ks, default=0))]
-    test = [ex.target_subject(ex.TEST_SEED_START + i) for i in range(args.test)]
+    train = [ex.target_subject(ex.TRAIN_SEED_START + i, hq_snr=args.hq_snr) for i in range(max(args.ks, default=0))]
+    test = [ex.target_subject(ex.TEST_SEED_START + i, hq_snr=args.hq_snr) for i in range(args.test)]
 
     # The fit of the full scans is what every network is taught: its error is the floor they inherit.
     targets = [{"seed": s.seed, **ex.score({p: np.nan_to_num(s.hq_fit[p]) for p in ms.PARAMETERS}, s)} for s in test]

@@ -85,13 +85,19 @@ class TargetSubject:
         return training_set(ratio, usable, self.hq_fit)
 
 
-def target_subject(seed: int, *, crop=None) -> TargetSubject:
-    """Simulate a target subject's full scan and keep the low-quality subset of its volumes."""
+def target_subject(seed: int, *, crop=None, hq_snr: float | None = None) -> TargetSubject:
+    """Simulate a target subject's full scan and keep the low-quality subset of its volumes.
+
+    With ``hq_snr`` the full (training-target) scan is a separate acquisition
+    at that SNR, as when training subjects get a longer, averaged research
+    protocol, and the low-quality scan its own SNR-``TARGET_SNR`` acquisition.
+    """
     full = GradientScheme.from_dipy(FULL_TARGET_SCHEME)
     truth = make_truth(seed, voxel_mm=TARGET_VOXEL_MM, population="target", crop=crop)
     dwi = simulate_dwi(truth, full, snr=TARGET_SNR, rng=np.random.default_rng([seed, 11]))
     keep = target_indices()
-    hq_fit = _fit_targets(dwi, full, truth.mask)
+    hq = dwi if hq_snr is None else simulate_dwi(truth, full, snr=hq_snr, rng=np.random.default_rng([seed, 13]))
+    hq_fit = _fit_targets(hq, full, truth.mask)
     return TargetSubject(seed=seed, lq_dwi=dwi[..., keep], lq_scheme=full.subset(keep), mask=truth.mask,
                          tissue=truth.tissue, truth={p: getattr(truth, p) for p in PARAMETERS}, hq_fit=hq_fit,
                          affine=truth.affine)
