@@ -64,6 +64,12 @@ class T1wRun:
     path: Path
 
 
+def _session(prefix: str) -> str | None:
+    """``ses-<label>`` of a BIDS file prefix, or None."""
+    match = re.search(r"_ses-([^_]+)", prefix)
+    return f"ses-{match[1]}" if match else None
+
+
 def _subjects(root: Path, participant_labels: Sequence[str] | None) -> list[str]:
     if not (root / "dataset_description.json").exists():
         raise InputError(root, "not a BIDS dataset (no dataset_description.json)")
@@ -84,9 +90,7 @@ def find_t1w_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | N
     for subject in _subjects(root, participant_labels):
         for path in sorted((root / subject).glob("**/anat/*_T1w.nii*")):
             prefix = re.sub(r"_T1w\.nii(\.gz)?$", "", path.name)
-            session = re.search(r"_ses-([^_]+)", prefix)
-            runs.append(T1wRun(subject=subject, session=f"ses-{session[1]}" if session else None, prefix=prefix,
-                               path=path))
+            runs.append(T1wRun(subject=subject, session=_session(prefix), prefix=prefix, path=path))
     return runs
 
 
@@ -114,9 +118,8 @@ def find_dwi_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | N
                 if not table.exists():
                     raise InputError(path, f"has no {table.name} beside it")
             prefix = stem[: -len("_dwi")]
-            session = re.search(r"_ses-([^_]+)", prefix)
-            runs.append(DwiRun(subject=subject, session=f"ses-{session[1]}" if session else None, prefix=prefix,
-                               path=path, bval=bval, bvec=bvec))
+            runs.append(DwiRun(subject=subject, session=_session(prefix), prefix=prefix, path=path, bval=bval,
+                               bvec=bvec))
     return runs
 
 
@@ -155,10 +158,9 @@ def find_gre_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | N
             tes = [_number(m, "EchoTime", parts["mag"][e]) for m, e in zip(metas, echoes)]
             b0 = _number(metas[0], "MagneticFieldStrength", parts["mag"][echoes[0]])
             order = sorted(range(len(echoes)), key=lambda i: tes[i])
-            session = re.search(r"_ses-([^_]+)", prefix)
             runs.append(GreRun(
                 subject=subject,
-                session=f"ses-{session[1]}" if session else None,
+                session=_session(prefix),
                 prefix=prefix,
                 magnitude=tuple(parts["mag"][echoes[i]] for i in order),
                 phase=tuple(parts["phase"][echoes[i]] for i in order),
