@@ -256,7 +256,8 @@ def model_card_text(card: dict) -> str:
         if stage in card:
             rep = card[stage]
             lines += [f"- {stage}: `{rep.get('command', '')}` ({rep['samples']} samples, best epoch "
-                      f"{rep['best_epoch']} of {rep['epochs_run']}, validation MAE ICVF {rep['val_mae_icvf']}, "
+                      f"{rep['best_epoch']} of {rep['epochs_run']}, validation MAE against the fitted targets: ICVF "
+                      f"{rep['val_mae_icvf']}, "
                       f"ISOVF {rep['val_mae_isovf']}, ODI {rep['val_mae_odi']})"]
     lines += ["", "## Data", "",
               "`mrinets phantom microstructure` subjects: NODDI maps on the MNI152 tissue maps under a smooth",
