@@ -13,7 +13,7 @@ from mrinets.cli import main
 from mrinets.data.phantoms.wmh import make_wmh_subject
 from mrinets.io.nifti import from_array
 from mrinets.pipelines import wmh
-from mrinets.pipelines.wmh.grid import GRID_AFFINE, GRID_SHAPE, from_grid, to_grid
+from mrinets.pipelines.wmh.grid import GRID_SHAPE, from_grid, to_grid
 from mrinets.pipelines.wmh.model import WmhTrainConfig, label_agreement
 
 CROP = ((30, 170), (40, 200), (60, 140))

@@ -28,8 +28,7 @@ from mrinets.io import Image, OutputStage, check_same_grid, load, save, write_js
 from mrinets.io.gradients import fsl_to_array_frame
 from mrinets.physics.diffusion import GradientScheme
 from mrinets.physics.diffusion.amico import NoddiModel
-from mrinets.physics.diffusion.qspace import QSpaceInterpolator
-from mrinets.pipelines.microstructure.data import PARAMETERS, normalise_dwi, target_scheme, with_b0
+from mrinets.pipelines.microstructure.data import PARAMETERS, interpolate_ratios, normalise_dwi, target_scheme
 from mrinets.pipelines.microstructure.model import FitConfig, NetConfig, build_network, predict_ratios
 from mrinets.preprocess.mask import gre_brain_mask
 
@@ -207,9 +206,7 @@ def predict(image: Image, scheme: GradientScheme, mask: Image | None = None, *,
     ratio, usable = normalise_dwi(image.data, scheme, brain)
     resampled = not scheme.same_as(model.scheme)
     if resampled:
-        net_ratio = QSpaceInterpolator(scheme, model.scheme)(with_b0(ratio[usable], scheme))
-        ratio = np.zeros((*usable.shape, net_ratio.shape[-1] - int(model.scheme.b0_mask.sum())), np.float32)
-        ratio[usable] = net_ratio[:, ~model.scheme.b0_mask]
+        ratio = interpolate_ratios(ratio, usable, scheme, model.scheme)
     maps = predict_ratios(model.net, ratio, usable, patch=model.config.patch, device=config.device)
     note = (f"input scheme ({scheme.n} volumes, shells {list(scheme.shells)}) differs from the network's "
             f"({model.scheme.n} volumes, shells {list(model.scheme.shells)}): signals interpolated in q-space"

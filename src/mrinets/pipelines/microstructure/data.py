@@ -9,9 +9,10 @@ from scipy import ndimage
 
 from mrinets.data.phantoms.microstructure import FULL_TARGET_SCHEME, target_indices, target_scheme
 from mrinets.physics.diffusion import GradientScheme
+from mrinets.physics.diffusion.qspace import QSpaceInterpolator
 
 # The target schemes are defined with the phantom that simulates them; re-exported for the pipeline.
-__all__ = ["PARAMETERS", "FULL_TARGET_SCHEME", "target_indices", "target_scheme", "normalise_dwi", "with_b0",
+__all__ = ["PARAMETERS", "FULL_TARGET_SCHEME", "target_indices", "target_scheme", "normalise_dwi", "interpolate_ratios",
            "block_average", "fill_outside", "extract_patches", "TrainingSet", "training_set", "concatenate"]
 
 PARAMETERS = ("icvf", "isovf", "odi")
@@ -36,11 +37,19 @@ def normalise_dwi(dwi: np.ndarray, scheme: GradientScheme, mask: np.ndarray) -> 
     return ratio, usable
 
 
-def with_b0(weighted_ratio: np.ndarray, scheme: GradientScheme) -> np.ndarray:
-    """Normalised signals (V, N) on the whole scheme, 1 at b=0, from the weighted volumes' ratios (V, M)."""
-    full = np.ones((len(weighted_ratio), scheme.n), np.float32)
-    full[:, ~scheme.b0_mask] = weighted_ratio
-    return full
+def interpolate_ratios(ratio: np.ndarray, usable: np.ndarray, source: GradientScheme, target: GradientScheme
+                       ) -> np.ndarray:
+    """S/S0 volumes (X, Y, Z, M_source) of ``source`` interpolated in q-space onto ``target``'s weighted volumes.
+
+    The dictionary method of :class:`~mrinets.physics.diffusion.qspace.QSpaceInterpolator`,
+    run on the ``usable`` voxels only; zero elsewhere.
+    """
+    full = np.ones((int(usable.sum()), source.n), np.float32)
+    full[:, ~source.b0_mask] = ratio[usable]
+    moved = QSpaceInterpolator(source, target)(full)
+    out = np.zeros((*usable.shape, int((~target.b0_mask).sum())), np.float32)
+    out[usable] = moved[:, ~target.b0_mask]
+    return out
 
 
 def block_average(volume: np.ndarray, factor: int) -> np.ndarray:

@@ -23,11 +23,10 @@ from mrinets.data.phantoms.microstructure import make_truth, simulate_dwi
 from mrinets.errors import ArgumentError
 from mrinets.physics.diffusion import GradientScheme
 from mrinets.physics.diffusion.amico import NoddiModel
-from mrinets.physics.diffusion.qspace import QSpaceInterpolator
 from mrinets.pipelines.microstructure import MicrostructureModel
 from mrinets.pipelines.microstructure.data import (FULL_TARGET_SCHEME, PARAMETERS, TrainingSet, block_average,
-                                                   concatenate, normalise_dwi, target_indices, target_scheme,
-                                                   training_set, with_b0)
+                                                   concatenate, interpolate_ratios, normalise_dwi, target_indices,
+                                                   target_scheme, training_set)
 from mrinets.pipelines.microstructure.model import FitConfig, NetConfig, predict_ratios, train_network
 
 __all__ = ["AUX_SCHEME", "FULL_TARGET_SCHEME", "TargetSubject", "auxiliary_set", "target_subject",
@@ -58,10 +57,7 @@ def auxiliary_set(seed: int, target: GradientScheme, *, crop=None) -> TrainingSe
     mask = block_average(truth.mask.astype(np.float32), factor) > 0.5
     targets = _fit_targets(dwi, scheme, mask)
     ratio, usable = normalise_dwi(dwi, scheme, mask)
-    on_target = QSpaceInterpolator(scheme, target)(with_b0(ratio[usable], scheme))
-    moved = np.zeros((*usable.shape, int((~target.b0_mask).sum())), np.float32)
-    moved[usable] = on_target[:, ~target.b0_mask]
-    samples = training_set(moved, usable, targets)
+    samples = training_set(interpolate_ratios(ratio, usable, scheme, target), usable, targets)
     log.info("auxiliary subject %d: %d samples in %.1f s", seed, len(samples), time.perf_counter() - start)
     return samples
 
