@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--finetune-lr", type=float, default=5e-4)
     parser.add_argument("--lr", type=float, default=2e-3, help="learning rate from scratch and for pretraining")
     parser.add_argument("--pretrained", help="reuse this pretrained.pt instead of pretraining")
+    parser.add_argument("--clean-inputs", action="store_true",
+                        help="pretrain on the interpolated signals without the target scans' noise")
     parser.add_argument("--hq-snr", type=float,
                         help="the target subjects' full scans as a separate acquisition at this SNR (default: the "
                              "low-quality scan is a subset of the full one, both SNR 20)")
@@ -47,7 +49,8 @@ def main() -> None:
     if args.pretrained:
         pretrained = ms.load_model(args.pretrained)
     else:
-        pretrained, _ = ex.pretrain(args.aux, ms.FitConfig(epochs=args.pretrain_epochs, lr=args.lr, quiet=True))
+        pretrained, _ = ex.pretrain(args.aux, ms.FitConfig(epochs=args.pretrain_epochs, lr=args.lr, quiet=True),
+                                    target_snr=None if args.clean_inputs else ex.TARGET_SNR)
         ms.save_model(pretrained, out / "pretrained.pt")
     pretrain_s = time.perf_counter() - t0
     train = [ex.target_subject(ex.TRAIN_SEED_START + i, hq_snr=args.hq_snr) for i in range(max(args.ks, default=0))]

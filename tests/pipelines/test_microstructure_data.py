@@ -5,7 +5,7 @@ import pytest
 
 from mrinets.physics.diffusion import GradientScheme
 from mrinets.pipelines.microstructure.data import (PARAMETERS, block_average, extract_patches, fill_outside,
-                                                   normalise_dwi, training_set)
+                                                   normalise_dwi, reacquire, training_set)
 
 
 def _scheme():
@@ -24,6 +24,33 @@ def test_normalise_divides_by_mean_b0_and_drops_bad_voxels():
     np.testing.assert_allclose(ratio[2, 2, 2], [0.5, 0.25, 0.1], rtol=1e-6)
     assert not usable[0, 0, 0] and usable.sum() == 63
     assert ratio[1, 0, 0, 0] == pytest.approx(1.5)
+
+
+def test_reacquire_gives_the_scan_noise_of_s_over_s0():
+    scheme = _scheme()
+    usable = np.ones((40, 40, 40), bool)
+    usable[0] = False
+    ratio = np.zeros((40, 40, 40, 3), np.float32)
+    ratio[usable] = [0.6, 0.4, 0.2]
+    s0 = np.full(usable.shape, 1000.0, np.float32)
+    same, kept = reacquire(ratio, usable, s0, scheme, 0.0, np.random.default_rng(0))
+    np.testing.assert_allclose(same, ratio, rtol=1e-6)
+    assert np.array_equal(kept, usable)
+    noisy, kept = reacquire(ratio, usable, s0, scheme, 50.0, np.random.default_rng(0))
+    assert np.array_equal(kept, usable) and np.all(noisy[~usable] == 0)
+    # Noise on S and on the mean of two b=0 volumes: var(S/S0) ~ (sigma/S0)^2 (1 + r^2 / 2).
+    expected = 0.05 * np.sqrt(1 + np.array([0.6, 0.4, 0.2]) ** 2 / 2)
+    np.testing.assert_allclose(noisy[usable].std(axis=0), expected, rtol=0.05)
+    np.testing.assert_allclose(noisy[usable].mean(axis=0), [0.6, 0.4, 0.2], atol=0.01)
+
+
+def test_auxiliary_noise_brings_the_downsampled_signals_to_the_target_snr():
+    from mrinets.pipelines.microstructure import experiment as ex
+
+    added = ex.auxiliary_noise(ex.TARGET_SNR)
+    left = (ex.S0 / ex.AUX_SNR) ** 2 / 8  # 2x2x2 averaging of the 1.5 mm voxels
+    assert added**2 + left == pytest.approx((ex.S0 / ex.TARGET_SNR) ** 2)
+    assert ex.auxiliary_noise(500.0) == 0.0  # a target cleaner than the auxiliary data: nothing to add
 
 
 def test_block_average():
@@ -81,7 +108,7 @@ def test_volume_inference_equals_patch_by_patch():
     mask[5, 5, 5] = False
     torch.manual_seed(0)
     net = MescNet(31).eval()
-    maps = predict_ratios(net, ratio, mask, device="cpu", slab=4)
+    maps = predict_ratios(net, ratio, mask, device="cpu", chunk=100)
     with torch.no_grad():
         expected = net(torch.from_numpy(extract_patches(ratio, mask))).numpy()
     for k, p in enumerate(PARAMETERS):

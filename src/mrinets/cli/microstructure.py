@@ -55,8 +55,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t = cmds.add_parser("pretrain", help="pretrain on auxiliary high-quality phantoms brought to the target scheme",
                         description="Auxiliary subjects (1.5 mm, 3 shells x 64 directions) are averaged into 3 mm "
                         "voxels, fitted on their own scheme (targets) and interpolated in q-space onto the "
-                        "network's scheme (inputs). Writes pretrained.pt.")
+                        "network's scheme, then re-acquired with the target scans' noise (inputs). Writes "
+                        "pretrained.pt.")
     t.add_argument("--subjects", type=int, default=6, help="auxiliary phantoms")
+    t.add_argument("--clean-inputs", action="store_true",
+                   help="keep the interpolated signals as they are (no re-acquisition with the target noise)")
     training(t)
     t.set_defaults(func=_pretrain)
 
@@ -137,8 +140,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     if args.subjects < 1:
         raise ArgumentError("--subjects", "need at least one auxiliary subject")
     out = ensure_outdir(args.out)
-    model, report = experiment.pretrain(args.subjects, _fit_config(args))
-    model.card["pretrain"]["command"] = _command("pretrain", args, ["--subjects", str(args.subjects)])
+    model, report = experiment.pretrain(args.subjects, _fit_config(args),
+                                        target_snr=None if args.clean_inputs else experiment.TARGET_SNR)
+    extra = ["--subjects", str(args.subjects)] + (["--clean-inputs"] if args.clean_inputs else [])
+    model.card["pretrain"]["command"] = _command("pretrain", args, extra)
     path = ms.save_model(model, out / "pretrained.pt")
     write_json(out / "pretrain_report.json", report)
     if not args.quiet:

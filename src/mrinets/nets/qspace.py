@@ -91,24 +91,15 @@ class MescNet(nn.Module):
             raise ValueError(
                 f"expected patches of shape (B, {self.n_voxels}, {self.n_measurements}), got {tuple(patches.shape)}"
             )
-        return self.decode(self.spatial(self.angular(patches).transpose(1, 2)).flatten(1))
+        return self.from_angular(self.angular(patches))
 
-    def project_volume(self, signals: torch.Tensor) -> torch.Tensor:
-        """The separable projection of every voxel's cubic patch at once, by convolution.
+    def from_angular(self, angular: torch.Tensor) -> torch.Tensor:
+        """Patches already projected on the angular atoms (B, n_voxels, angular_atoms) -> parameters.
 
-        ``signals`` (n_measurements, X, Y, Z) -> (X-2h, Y-2h, Z-2h, angular_atoms * spatial_atoms)
-        for patches of side 2h+1 (no padding: the caller pads). Equal to
-        projecting the patches one by one, without ever building them.
+        Whole-volume inference projects every voxel once and gathers the
+        projections of each patch, instead of projecting each voxel 27 times.
         """
-        side = round(self.n_voxels ** (1 / 3))
-        if side**3 != self.n_voxels:
-            raise ValueError(f"project_volume needs cubic patches, got n_voxels={self.n_voxels}")
-        if signals.ndim != 4 or signals.shape[0] != self.n_measurements:
-            raise ValueError(f"expected signals of shape ({self.n_measurements}, X, Y, Z), got {tuple(signals.shape)}")
-        angular = torch.einsum("mxyz,am->axyz", signals, self.angular.weight)
-        kernel = self.spatial.weight.reshape(-1, 1, side, side, side)
-        projected = torch.nn.functional.conv3d(angular[:, None], kernel)  # (A, S, X', Y', Z')
-        return projected.permute(2, 3, 4, 0, 1).flatten(3)
+        return self.decode(self.spatial(angular.transpose(1, 2)).flatten(1))
 
     def decode(self, projected: torch.Tensor) -> torch.Tensor:
         """Projected patches (B, angular_atoms * spatial_atoms) -> parameters (B, n_outputs)."""

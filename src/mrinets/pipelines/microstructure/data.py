@@ -7,13 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from mrinets.data.phantoms.head import rician
 from mrinets.data.phantoms.microstructure import FULL_TARGET_SCHEME, target_indices, target_scheme
 from mrinets.physics.diffusion import GradientScheme
 from mrinets.physics.diffusion.qspace import QSpaceInterpolator
 
 # The target schemes are defined with the phantom that simulates them; re-exported for the pipeline.
 __all__ = ["PARAMETERS", "FULL_TARGET_SCHEME", "target_indices", "target_scheme", "normalise_dwi", "interpolate_ratios",
-           "block_average", "fill_outside", "extract_patches", "TrainingSet", "training_set", "concatenate"]
+           "reacquire", "block_average", "fill_outside", "extract_patches", "TrainingSet", "training_set",
+           "concatenate"]
 
 PARAMETERS = ("icvf", "isovf", "odi")
 _MAX_RATIO = 1.5  # S/S0 above this is noise or artefact, not diffusion
@@ -50,6 +52,22 @@ def interpolate_ratios(ratio: np.ndarray, usable: np.ndarray, source: GradientSc
     out = np.zeros((*usable.shape, int((~target.b0_mask).sum())), np.float32)
     out[usable] = moved[:, ~target.b0_mask]
     return out
+
+
+def reacquire(ratio: np.ndarray, usable: np.ndarray, s0: np.ndarray, scheme: GradientScheme, sigma: float,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """S/S0 on ``scheme``'s weighted volumes as a scan with Rician noise of ``sigma`` would give them.
+
+    The signals ``s0 * ratio`` (and ``s0`` on the b=0 volumes) get complex
+    Gaussian noise and are normalised again by :func:`normalise_dwi`, so the
+    noise also reaches S0: the inputs the network meets on a real scan.
+    """
+    dwi = np.zeros((*usable.shape, scheme.n), np.float32)
+    dwi[..., scheme.b0_mask] = 1.0
+    dwi[..., ~scheme.b0_mask] = ratio
+    dwi *= np.where(usable, s0, 0.0)[..., None]
+    dwi[usable] = rician(dwi[usable], sigma, rng)
+    return normalise_dwi(dwi, scheme, usable)
 
 
 def block_average(volume: np.ndarray, factor: int) -> np.ndarray:
