@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=30, help="epochs of fine-tuning and of training from scratch")
     parser.add_argument("--finetune-lr", type=float, default=5e-4)
+    parser.add_argument("--anchor", type=float, default=0.0, help="L2-SP strength of fine-tuning (0: plain)")
     parser.add_argument("--lr", type=float, default=2e-3, help="learning rate from scratch and for pretraining")
     parser.add_argument("--pretrained", help="reuse this pretrained.pt instead of pretraining")
     parser.add_argument("--clean-inputs", action="store_true",
@@ -64,8 +65,8 @@ def main() -> None:
             {"method": "pretrained only (K=0)", "k": 0, **_short(ex.evaluate(pretrained, test))}]
     for k in args.ks:
         scratch, _ = ex.finetune(train[:k], ms.FitConfig(epochs=args.epochs, lr=args.lr, quiet=True))
-        tuned, _ = ex.finetune(train[:k], ms.FitConfig(epochs=args.epochs, lr=args.finetune_lr, quiet=True),
-                               init=pretrained)
+        tuned, _ = ex.finetune(train[:k], ms.FitConfig(epochs=args.epochs, lr=args.finetune_lr, anchor=args.anchor,
+                                                       quiet=True), init=pretrained)
         ms.save_model(tuned, out / f"finetuned_k{k}.pt")
         a, b = _short(ex.evaluate(scratch, test)), _short(ex.evaluate(tuned, test))
         gain = 100 * (a["mae_mean"] - b["mae_mean"]) / a["mae_mean"]

@@ -60,6 +60,23 @@ def test_finetuning_starts_from_the_pretrained_weights(tiny_model, subjects):
     assert abs(a - b) < 1e-3
 
 
+def test_l2sp_fine_tuning_stays_near_the_pretrained_weights(tiny_model, subjects):
+    import torch
+
+    model, _ = tiny_model
+
+    def drift(anchor):
+        fit = ms.FitConfig(epochs=2, lr=5e-3, anchor=anchor, quiet=True, device="cpu")
+        tuned, _ = ex.finetune(subjects[:1], fit, init=model)
+        with torch.no_grad():
+            return sum(float(torch.sum((a - b) ** 2)) for a, b in zip(tuned.net.parameters(), model.net.parameters()))
+
+    free, held = drift(0.0), drift(10.0)
+    assert held < 0.2 * free, (held, free)
+    with pytest.raises(ValueError, match="anchor"):
+        ms.FitConfig(anchor=-1.0)
+
+
 def _write_dwi(tmp_path, s, name="dwi", scheme=None, data=None):
     from mrinets.io.gradients import array_frame_to_fsl
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shlex
 import sys
@@ -71,6 +72,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--init", help="pretrained weights (omit to train from scratch)")
     n.add_argument("--subjects", type=int, default=1, help="K target training phantoms")
     n.add_argument("--test-subjects", type=int, default=0, help="held-out target phantoms to score")
+    n.add_argument("--anchor", type=finite_float, default=0.0,
+                   help="L2-SP strength: pull towards the --init weights instead of decaying towards zero (default 0)")
+    n.add_argument("--hq-snr", type=finite_float,
+                   help="the target subjects' full scans (the training targets) as a separate acquisition at this "
+                        "SNR, e.g. a longer research protocol (default: the low-quality scan is a subset of the "
+                        "full scan, both SNR 20)")
     training(n, "learning rate (default 5e-4 when fine-tuning, 2e-3 from scratch)")
     n.set_defaults(func=_finetune)
 
@@ -122,7 +129,7 @@ def _fit_config(args: argparse.Namespace):
     if args.lr is None:
         args.lr = 5e-4 if getattr(args, "init", None) else 2e-3
     return FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                     quiet=args.quiet)
+                     anchor=getattr(args, "anchor", 0.0), quiet=args.quiet)
 
 
 def _command(action: str, args: argparse.Namespace, extra: list[str]) -> str:
@@ -161,13 +168,18 @@ def _finetune(args: argparse.Namespace) -> int:
         raise ArgumentError("--subjects", "need at least one target subject (and no negative test count)")
     init = ms.load_model(args.init) if args.init else None
     out = ensure_outdir(args.out)
-    train = [experiment.target_subject(experiment.TRAIN_SEED_START + i) for i in range(args.subjects)]
+    if args.hq_snr is not None and args.hq_snr <= 0:
+        raise ArgumentError("--hq-snr", f"must be positive, got {args.hq_snr}")
+    subject = functools.partial(experiment.target_subject, hq_snr=args.hq_snr)
+    train = [subject(experiment.TRAIN_SEED_START + i) for i in range(args.subjects)]
     model, report = experiment.finetune(train, _fit_config(args), init=init)
     stage = report["stage"]
     extra = ["--subjects", str(args.subjects), "--test-subjects", str(args.test_subjects)]
+    extra += ["--hq-snr", f"{args.hq_snr:g}"] if args.hq_snr is not None else []
+    extra += ["--anchor", f"{args.anchor:g}"] if args.anchor else []
     model.card[stage]["command"] = _command("finetune", args, (["--init", args.init] if args.init else []) + extra)
     if args.test_subjects:
-        test = [experiment.target_subject(experiment.TEST_SEED_START + i) for i in range(args.test_subjects)]
+        test = [subject(experiment.TEST_SEED_START + i) for i in range(args.test_subjects)]
         model.card["held_out"] = {"network": experiment.evaluate(model, test, device=args.device),
                                   "fit_on_low_quality": experiment.evaluate_fit(test)}
     path = ms.save_model(model, out / "microstructure_noddi.pt")

@@ -242,6 +242,11 @@ def compare_maps(pred_dir: str | Path, ref_dir: str | Path, *, mask: str | Path 
     return scores
 
 
+def _full_scan_snr(card: dict) -> str:
+    stage = card.get("finetune") or card.get("scratch") or {}
+    return f"{stage.get('full_scan_snr', 20):g}"
+
+
 def model_card_text(card: dict) -> str:
     """The Markdown model card of a fine-tuned (or scratch-trained) estimator."""
     lines = ["# mrinets NODDI estimator (microstructure_noddi.pt)", "",
@@ -263,7 +268,7 @@ def model_card_text(card: dict) -> str:
               "(targets) and interpolated in q-space onto the 31-volume scheme, then re-acquired with the target",
               "scans' noise (inputs; not with `--clean-inputs`). Fine-tuning: clinical",
               "target phantoms at 3 mm (SNR 20), inputs the 31-volume subset, targets the reference fit of the",
-              "full 64-volume scan.", "",
+              f"full 64-volume scan (SNR {_full_scan_snr(card)}).", "",
               "## Use", "",
               "`mrinets microstructure predict DWI.nii.gz --bval B --bvec V --out DIR` (this file is the default).",
               "Another scheme is interpolated in q-space onto the network's first. Loaded with",

@@ -98,6 +98,7 @@ class TargetSubject:
     truth: dict[str, np.ndarray]
     hq_fit: dict[str, np.ndarray]
     affine: np.ndarray
+    hq_snr: float = TARGET_SNR
 
     def samples(self) -> TrainingSet:
         """Fine-tuning samples: low-quality patches, full-scan fit as targets."""
@@ -120,7 +121,7 @@ def target_subject(seed: int, *, crop=None, hq_snr: float | None = None) -> Targ
     hq_fit = _fit_targets(hq, full, truth.mask)
     return TargetSubject(seed=seed, lq_dwi=dwi[..., keep], lq_scheme=full.subset(keep), mask=truth.mask,
                          tissue=truth.tissue, truth={p: getattr(truth, p) for p in PARAMETERS}, hq_fit=hq_fit,
-                         affine=truth.affine)
+                         affine=truth.affine, hq_snr=TARGET_SNR if hq_snr is None else hq_snr)
 
 
 def score(maps: dict[str, np.ndarray], subject: TargetSubject) -> dict[str, float]:
@@ -162,7 +163,7 @@ def finetune(subjects: list[TargetSubject], fit: FitConfig, *, init: Microstruct
     net, report = train_network(concatenate([s.samples() for s in subjects]), net_config, fit,
                                 init=init.net if init is not None else None)
     report.update(stage="finetune" if init is not None else "scratch", subjects=len(subjects),
-                  seeds=[s.seed for s in subjects])
+                  seeds=[s.seed for s in subjects], full_scan_snr=subjects[0].hq_snr, anchor=fit.anchor)
     card = {**(init.card if init is not None else {}), report["stage"]: report}
     return MicrostructureModel(net, net_config, card), report
 

@@ -47,7 +47,13 @@ class NetConfig:
 
 @dataclass
 class FitConfig:
-    """One training run: pretraining, fine-tuning or training from scratch."""
+    """One training run: pretraining, fine-tuning or training from scratch.
+
+    ``anchor`` > 0 fine-tunes with L2-SP (Li, Grandvalet, Davoine, ICML 2018):
+    the penalty ``anchor * ||w - w_init||^2`` pulls towards the initial
+    (pretrained) weights instead of towards zero, so that a single target
+    subject adapts the network without erasing what pretraining taught.
+    """
 
     epochs: int = 30
     batch_size: int = 256
@@ -55,6 +61,7 @@ class FitConfig:
     weight_decay: float = 1e-4
     val_fraction: float = 0.1
     patience: int | None = 8
+    anchor: float = 0.0
     seed: int = 0
     device: str = "auto"
     quiet: bool = False
@@ -62,6 +69,8 @@ class FitConfig:
     def __post_init__(self) -> None:
         if not 0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if not self.anchor >= 0:
+            raise ValueError(f"anchor must be non-negative, got {self.anchor}")
 
 
 def build_network(config: NetConfig) -> MescNet:
@@ -73,6 +82,14 @@ def build_network(config: NetConfig) -> MescNet:
 def _loss(net: torch.nn.Module, batch) -> torch.Tensor:
     patches, targets = batch
     return torch.mean((net(patches) - targets) ** 2)
+
+
+def _anchored(anchor: float, reference: list[torch.Tensor]):
+    def loss(net: torch.nn.Module, batch) -> torch.Tensor:
+        drift = sum(torch.sum((p - r.to(p.device)) ** 2) for p, r in zip(net.parameters(), reference))
+        return _loss(net, batch) + anchor * drift
+
+    return loss
 
 
 def _val(net: torch.nn.Module, batch) -> dict[str, float]:
@@ -99,9 +116,12 @@ def train_network(data: TrainingSet, net_config: NetConfig, fit: FitConfig, *, i
     config = TrainConfig(max_epochs=fit.epochs, batch_size=fit.batch_size, lr=fit.lr, weight_decay=fit.weight_decay,
                          seed=fit.seed, device=fit.device, patience=fit.patience, quiet=fit.quiet,
                          restore_best=True)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
+    anchored = init is not None and fit.anchor > 0
+    loss = _anchored(fit.anchor, [p.detach().clone() for p in net.parameters()]) if anchored else _loss
+    # Under L2-SP the pull is towards the pretrained weights: no decay towards zero on top of it.
+    optimizer = torch.optim.AdamW(net.parameters(), lr=fit.lr, weight_decay=0.0 if anchored else fit.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=fit.epochs)
-    trainer = Trainer(net, _loss, config, val_fn=_val, optimizer=optimizer, scheduler=scheduler)
+    trainer = Trainer(net, loss, config, val_fn=_val, optimizer=optimizer, scheduler=scheduler)
     history = trainer.fit(to_tensors(train), to_tensors(val))
     best = history.val[history.best_epoch]
     report = {"samples": len(train), "val_samples": len(val), "epochs_run": len(history.train_loss),
