@@ -60,6 +60,19 @@ def test_finetuning_starts_from_the_pretrained_weights(tiny_model, subjects):
     assert abs(a - b) < 1e-3
 
 
+def test_auxiliary_samples_carry_the_target_scans_noise():
+    crop = ((95, 125), (115, 145), (78, 96))
+    clean = ex.auxiliary_set(ex.AUX_SEED_START, ms.target_scheme(), crop=crop, target_snr=None)
+    noisy = ex.auxiliary_set(ex.AUX_SEED_START, ms.target_scheme(), crop=crop)
+    assert clean.patches.shape[1:] == (27, 30) and len(clean) > 300
+    # The same voxels and targets (the fit on the auxiliary scheme); only the inputs get noisier.
+    np.testing.assert_array_equal(clean.targets, noisy.targets)
+    added = noisy.patches[:, 13] - clean.patches[:, 13]
+    # S/S0 noise of SNR 20 minus what the averaged auxiliary signals kept: about 0.04.
+    assert 0.03 < added.std() < 0.06, added.std()
+    assert abs(added.mean()) < 0.01
+
+
 def test_l2sp_fine_tuning_stays_near_the_pretrained_weights(tiny_model, subjects):
     import torch
 
