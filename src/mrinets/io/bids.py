@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,14 +83,19 @@ def _subjects(root: Path, participant_labels: Sequence[str] | None) -> list[str]
     return subjects
 
 
+def _files(root: Path, participant_labels: Sequence[str] | None, pattern: str) -> Iterator[tuple[str, Path]]:
+    """(subject, path) of every file matching ``pattern`` under the chosen participants, in name order."""
+    for subject in _subjects(root, participant_labels):
+        for path in sorted((root / subject).glob(pattern)):
+            yield subject, path
+
+
 def find_t1w_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | None = None) -> list[T1wRun]:
     """Every ``anat/*_T1w.nii[.gz]`` of the chosen participants, in name order."""
-    root = Path(bids_dir)
     runs = []
-    for subject in _subjects(root, participant_labels):
-        for path in sorted((root / subject).glob("**/anat/*_T1w.nii*")):
-            prefix = re.sub(r"_T1w\.nii(\.gz)?$", "", path.name)
-            runs.append(T1wRun(subject=subject, session=_session(prefix), prefix=prefix, path=path))
+    for subject, path in _files(Path(bids_dir), participant_labels, "**/anat/*_T1w.nii*"):
+        prefix = re.sub(r"_T1w\.nii(\.gz)?$", "", path.name)
+        runs.append(T1wRun(subject=subject, session=_session(prefix), prefix=prefix, path=path))
     return runs
 
 
@@ -108,18 +113,16 @@ class DwiRun:
 
 def find_dwi_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | None = None) -> list[DwiRun]:
     """Every ``dwi/*_dwi.nii[.gz]`` with its ``.bval`` and ``.bvec`` beside it, in name order."""
-    root = Path(bids_dir)
     runs = []
-    for subject in _subjects(root, participant_labels):
-        for path in sorted((root / subject).glob("**/dwi/*_dwi.nii*")):
-            stem = re.sub(r"\.nii(\.gz)?$", "", path.name)
-            bval, bvec = path.with_name(f"{stem}.bval"), path.with_name(f"{stem}.bvec")
-            for table in (bval, bvec):
-                if not table.exists():
-                    raise InputError(path, f"has no {table.name} beside it")
-            prefix = stem[: -len("_dwi")]
-            runs.append(DwiRun(subject=subject, session=_session(prefix), prefix=prefix, path=path, bval=bval,
-                               bvec=bvec))
+    for subject, path in _files(Path(bids_dir), participant_labels, "**/dwi/*_dwi.nii*"):
+        stem = re.sub(r"\.nii(\.gz)?$", "", path.name)
+        bval, bvec = path.with_name(f"{stem}.bval"), path.with_name(f"{stem}.bvec")
+        for table in (bval, bvec):
+            if not table.exists():
+                raise InputError(path, f"has no {table.name} beside it")
+        prefix = stem[: -len("_dwi")]
+        runs.append(DwiRun(subject=subject, session=_session(prefix), prefix=prefix, path=path, bval=bval,
+                           bvec=bvec))
     return runs
 
 
