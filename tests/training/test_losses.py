@@ -81,3 +81,16 @@ def test_thresholded_loss_accepts_a_lesion_thinner_than_the_slice():
     label1 = torch.ones(1, 4, 4, 1)
     assert float(super_resolution_loss(logits_full, grid, weights, label1, valid)) < \
         float(super_resolution_loss(logits_true, grid, weights, label1, valid))
+
+
+def test_per_sample_thresholds_match_a_shared_one():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 4, 4, 12)
+    grid = torch.rand(2, 4, 4, 6, 3) * 2 - 1
+    weights = torch.full((2, 6), 1 / 6)
+    label = (torch.rand(2, 4, 4, 1) > 0.5).float()
+    valid = torch.ones(2, 4, 4, 1)
+    shared = super_resolution_loss(logits, grid, weights, label, valid, threshold=0.3)
+    each = super_resolution_loss(logits, grid, weights, label, valid, threshold=torch.tensor([0.3, 0.3]))
+    other = super_resolution_loss(logits, grid, weights, label, valid, threshold=torch.tensor([0.3, 0.6]))
+    assert float(each) == pytest.approx(float(shared)) and float(other) != pytest.approx(float(shared))

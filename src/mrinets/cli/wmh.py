@@ -39,8 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t = cmds.add_parser(
         "train", help="train the network from thick-slice labels (phantoms or T1 + FLAIR-label pairs)",
         description="Train the 3D network with the super-resolution loss (or the naive-upsampling ablation), "
-        "by default in two steps: train, score every label against the first model, drop the outliers, "
-        "retrain. Writes wmh_t1.pt (and the first step's wmh_t1_step1.pt), its model card and a JSON report; "
+        "by default in two steps: train, fit every label's residual pose and rater threshold against the first "
+        "model, drop the labels that still disagree, retrain. Writes wmh_t1.pt (and the first step's wmh_t1_step1.pt), its model card and a JSON report; "
         "with --test-phantoms the card holds held-out scores.")
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--phantoms", type=int, default=0, help="number of training phantoms")
@@ -48,6 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--pairs", help="TSV with columns t1 and flair_label (paths), one training subject per row")
     t.add_argument("--loss", choices=("super-resolution", "naive"), default="super-resolution")
     t.add_argument("--one-step", action="store_true", help="skip the second step of the procedure")
+    t.add_argument("--no-recalibrate", action="store_true",
+                   help="second step: keep each label's pose and the default threshold (only drop outliers)")
     t.add_argument("--epochs", type=int, default=8)
     t.add_argument("--samples-per-subject", type=int, default=48, help="patches per subject and epoch")
     t.add_argument("--batch-size", type=int, default=4)
@@ -129,7 +131,7 @@ def _train(args: argparse.Namespace) -> int:
         raise ArgumentError("mrinets wmh train", "give --phantoms N and/or --pairs TSV")
     config = wmh.WmhTrainConfig(loss=args.loss, epochs=args.epochs, samples_per_subject=args.samples_per_subject,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, two_step=not args.one_step,
-                                device=args.device, quiet=args.quiet)
+                                recalibrate=not args.no_recalibrate, device=args.device, quiet=args.quiet)
     out = ensure_outdir(args.out)
     # The canonical command, every option spelled out, so the card's line reproduces the weights.
     command = "mrinets wmh train " + " ".join(shlex.quote(a) for a in _train_argv(args))
@@ -145,7 +147,8 @@ def _train(args: argparse.Namespace) -> int:
 
     model, report, _ = wmh.train(subjects, config, on_first=save_first if config.two_step else None)
     card = {"command": command, "train_seconds": report["train_seconds"], "config": report["config"],
-            "dropped_by_two_step": report.get("dropped", []), "n_subjects": len(subjects)}
+            "dropped_by_two_step": report.get("dropped", []), "n_subjects": len(subjects),
+            "label_recalibration": report.get("recalibration", {})}
     if args.test_phantoms:
         test_seeds = list(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + args.test_phantoms))
         scores = wmh.evaluate_phantoms({"network": wmh.WmhModel(model, config.patch_size, card)}, test_seeds,
@@ -170,6 +173,8 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--pairs", args.pairs]
     if args.one_step:
         argv.append("--one-step")
+    if args.no_recalibrate:
+        argv.append("--no-recalibrate")
     return argv
 
 
@@ -179,7 +184,8 @@ def _model_card(card: dict) -> str:
              "MNI-aligned box of 184 x 202 x 72 voxels at 1 x 1 x 1.5 mm, trained from thick-slice FLAIR labels.",
              "", "## Command that produced these weights", "", "```", card["command"], "```", "",
              f"Training subjects: {card['n_subjects']}; training time {card['train_seconds']} s on this machine.",
-             f"Labels dropped by the two-step procedure: {', '.join(card['dropped_by_two_step']) or 'none'}.", "",
+             f"Labels dropped by the two-step procedure: {', '.join(card['dropped_by_two_step']) or 'none'}.",
+             *_recalibration_lines(card.get("label_recalibration", {})), "",
              "## Data", "",
              "`mrinets phantom wmh` subjects (seeds from --seed-start): the MNI152 2009a tissue maps under a smooth",
              "random deformation, periventricular caps/bands and deep lesions (T1-hypointense, partial volume),",
@@ -204,6 +210,18 @@ def _model_card(card: dict) -> str:
               "Trained on synthetic subjects only (MNI152 anatomy under smooth deformations with drawn lesions);",
               "real scans differ in contrast, lesion shape and artefacts. Check the QC pictures.", ""]
     return "\n".join(lines)
+
+
+def _recalibration_lines(fits: dict) -> list[str]:
+    import numpy as np
+
+    thresholds = [f["threshold"] for f in fits.values() if f["threshold"] is not None]
+    if not thresholds:
+        return []
+    shifts = [float(np.linalg.norm(f["shift_mm"])) for f in fits.values()]
+    return [f"Label corrections fitted against the first step ({len(fits)} labels): pose shift median "
+            f"{np.median(shifts):.1f} mm (max {max(shifts):.1f}), rater thresholds {min(thresholds):.2f} to "
+            f"{max(thresholds):.2f} (train_report.json has each)."]
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -65,7 +65,7 @@ def super_resolution_loss(
     label: torch.Tensor,
     valid: torch.Tensor,
     *,
-    threshold: float | None = 0.5,
+    threshold: float | torch.Tensor | None = 0.5,
     temperature: float = 0.1,
     sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -80,9 +80,10 @@ def super_resolution_loss(
         Binary thick-slice label.
     valid : Tensor (N, A, B, C)
         1 for the thick voxels to score (those centred inside the patch).
-    threshold : float or None
+    threshold : float, Tensor (N,) or None
         A rater marks a thick voxel when the lesion fills more than this
-        share of its slice profile; the loss then scores
+        share of its slice profile (one value, or one per sample: each
+        label's own rater); the loss then scores
         ``(acquired - threshold) / temperature`` as a logit, which leaves the
         network free to shape the lesion inside the slice as the image
         shows it. None compares the acquired average itself with the label.
@@ -93,6 +94,8 @@ def super_resolution_loss(
     if threshold is None:
         score = torch.logit(acquired.clamp(1e-4, 1 - 1e-4))
     else:
+        if torch.is_tensor(threshold):
+            threshold = threshold.reshape(-1, *([1] * (acquired.ndim - 1)))
         score = (acquired - threshold) / temperature
     bce = F.binary_cross_entropy_with_logits(score, label, reduction="none") * valid
     per_sample = bce.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1.0)

@@ -31,8 +31,10 @@ class TrainingSubject:
     """One subject ready for training (arrays in RAS voxel order).
 
     ``label_to_grid`` maps label voxel indices to box voxel indices; the label's
-    slice axis is its coarsest one; ``truth`` (box grid) and ``meta`` (how a
-    phantom's label was flawed) are for evaluation only.
+    slice axis is its coarsest one; ``threshold`` is the share of a thick
+    voxel its rater needs to mark it (None: the training default; the
+    two-step procedure fits one per label); ``truth`` (box grid) and ``meta``
+    (how a phantom's label was flawed) are for evaluation only.
     """
 
     name: str
@@ -44,6 +46,7 @@ class TrainingSubject:
     naive: np.ndarray
     truth: np.ndarray | None = None
     weight: float = 1.0
+    threshold: float | None = None
     meta: dict = field(default_factory=dict)
 
     def profile(self) -> tuple[np.ndarray, np.ndarray]:
@@ -125,14 +128,16 @@ class SliceLabelPatches(_Patches):
     the patch are marked invalid.
 
     Items: ``image`` (1, X, Y, Z), ``grid`` (A, B, C*K, 3), ``profile`` (K,),
-    ``label`` and ``valid`` (A, B, C), ``weight`` ().
+    ``label`` and ``valid`` (A, B, C), ``weight`` () and ``threshold`` () (the
+    subject's own, else ``threshold``).
     """
 
     def __init__(self, subjects, patch_size=(64, 64, 40), samples_per_subject: int = 50, *,
-                 block=(38, 38, 13), in_plane_step: int = 2, **kwargs) -> None:
+                 block=(38, 38, 13), in_plane_step: int = 2, threshold: float = 0.45, **kwargs) -> None:
         super().__init__(subjects, patch_size, samples_per_subject, **kwargs)
         self.block = tuple(int(b) for b in block)
         self.step = int(in_plane_step)
+        self.threshold = float(threshold)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         subject, centre, rng = self._draw(item)
@@ -170,6 +175,8 @@ class SliceLabelPatches(_Patches):
             "label": torch.from_numpy(np.ascontiguousarray(label)),
             "valid": torch.from_numpy(np.ascontiguousarray(valid, dtype=np.float32)),
             "weight": torch.tensor(subject.weight, dtype=torch.float32),
+            "threshold": torch.tensor(self.threshold if subject.threshold is None else subject.threshold,
+                                      dtype=torch.float32),
         }
 
 

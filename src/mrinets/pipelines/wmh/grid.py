@@ -28,9 +28,10 @@ def to_grid(data: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, *, order: 
     return affine_resample(data, to_mni @ affine, GRID_AFFINE, GRID_SHAPE, order=order)
 
 
-def from_grid(data: np.ndarray, affine: np.ndarray, shape, to_mni: np.ndarray, *, order: int = 1) -> np.ndarray:
-    """Box data back onto the subject grid (``affine``, ``shape``) through the inverse map."""
-    return affine_resample(data, GRID_AFFINE, to_mni @ affine, shape, order=order)
+def from_grid(data: np.ndarray, affine: np.ndarray, shape, to_mni: np.ndarray, *, order: int = 1,
+              cval: float = 0.0) -> np.ndarray:
+    """Box data back onto the subject grid (``affine``, ``shape``) through the inverse map (``cval`` outside)."""
+    return affine_resample(data, GRID_AFFINE, to_mni @ affine, shape, order=order, cval=cval)
 
 
 @functools.lru_cache(maxsize=1)

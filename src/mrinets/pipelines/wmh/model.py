@@ -7,18 +7,21 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from scipy import ndimage
+from scipy import ndimage, optimize
 from torch import nn
+
+from mrinets.data.phantoms.head import rotation_matrix
 
 from mrinets.nets.unet3d import UNet3D
 from mrinets.pipelines.wmh.data import (NaiveLabelPatches, SliceLabelPatches, TrainingSubject,
                                         label_voxels_in_brain)
+from mrinets.pipelines.wmh.grid import GRID_AFFINE
 from mrinets.training.engine import TrainConfig, Trainer
 from mrinets.training.inference import predict_volume
 from mrinets.training.losses import segmentation_loss, super_resolution_loss
 
-__all__ = ["WmhTrainConfig", "build_network", "train_network", "train_two_step", "predict_grid", "label_agreement",
-           "LOSSES"]
+__all__ = ["WmhTrainConfig", "build_network", "train_network", "train_two_step", "predict_grid",
+           "predict_logits", "acquire_label", "label_agreement", "recalibrate_label", "LOSSES"]
 
 log = logging.getLogger(__name__)
 LOSSES = ("super-resolution", "naive")
@@ -40,6 +43,7 @@ class WmhTrainConfig:
     sr_threshold: float = 0.45
     temperature: float = 0.1
     two_step: bool = True
+    recalibrate: bool = True
     drop_ratio: float = 0.25
     device: str = "auto"
     quiet: bool = False
@@ -69,30 +73,100 @@ def build_network(channels) -> UNet3D:
     return net
 
 
+def predict_logits(model: torch.nn.Module, image: np.ndarray, patch_size, device: str = "cpu") -> np.ndarray:
+    """Lesion logits in the box (sliding windows, Gaussian blending)."""
+    return predict_volume(model, image, roi_size=patch_size, overlap=0.25, sw_batch_size=2, device=device)[0]
+
+
 def predict_grid(model: torch.nn.Module, image: np.ndarray, patch_size, device: str = "cpu") -> np.ndarray:
-    """Lesion probability in the box (sliding windows, Gaussian blending)."""
-    logits = predict_volume(model, image, roi_size=patch_size, overlap=0.25, sw_batch_size=2, device=device)[0]
-    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    """Lesion probability in the box."""
+    return (1.0 / (1.0 + np.exp(-predict_logits(model, image, patch_size, device)))).astype(np.float32)
 
 
-def label_agreement(prob: np.ndarray, subject: TrainingSubject, threshold: float = 0.5) -> float:
-    """Dice between a subject's thick-slice label and the box prediction carried through its acquisition.
-
-    Only label voxels inside the template brain count: outside it both are empty.
-    """
+def acquire_label(prob: np.ndarray, subject: TrainingSubject, idx: np.ndarray,
+                   label_to_grid: np.ndarray | None = None) -> np.ndarray:
+    """Slice-profile average of the box map ``prob`` at the label voxels ``idx``."""
+    m = subject.label_to_grid if label_to_grid is None else label_to_grid
     offsets, weights = subject.profile()
-    idx = label_voxels_in_brain(subject)
     acquired = np.zeros(len(idx), np.float32)
-    m = subject.label_to_grid
     for off, w in zip(offsets, weights):
         pts = idx.astype(np.float32)
         pts[:, subject.slice_axis] += off
         box = pts @ m[:3, :3].T + m[:3, 3]
         acquired += w * ndimage.map_coordinates(prob, box.T, order=1, mode="constant")
-    pred = acquired > threshold
-    label = subject.label[tuple(idx.T)] > 0
+    return acquired
+
+
+def _dice(pred: np.ndarray, label: np.ndarray) -> float:
     total = pred.sum() + label.sum()
     return 1.0 if total == 0 else float(2.0 * (pred & label).sum() / total)
+
+
+def label_agreement(prob: np.ndarray, subject: TrainingSubject, threshold: float | None = None) -> float:
+    """Dice between a subject's thick-slice label and the box prediction carried through its acquisition.
+
+    Only label voxels inside the template brain count: outside it both are
+    empty. The acquired prediction is thresholded at ``threshold``, else the
+    subject's own rater threshold, else 0.5.
+    """
+    idx = label_voxels_in_brain(subject)
+    threshold = threshold if threshold is not None else (subject.threshold or 0.5)
+    return _dice(acquire_label(prob, subject, idx) > threshold, subject.label[tuple(idx.T)] > 0)
+
+
+def recalibrate_label(prob: np.ndarray, subject: TrainingSubject, *, max_shift_mm: float = 3.0,
+                      max_angle_deg: float = 3.0) -> tuple[TrainingSubject, dict]:
+    """Fit a label's residual pose and its rater's threshold against a model's box prediction.
+
+    Two flaws of a thick-slice label are properties of the whole label and
+    can be read off by comparing it with a model taught by all the others:
+    its pose error relative to the T1 (a rigid move within ``max_shift_mm``
+    and ``max_angle_deg``, about the lesions' centre, found by maximising the
+    soft Dice of the label with the prediction seen through the corrected
+    acquisition) and how much of a thick voxel its rater needed to mark it
+    (the threshold on the acquired prediction that reproduces the label
+    best; dilated labels get low ones, eroded labels high ones). Larger
+    offsets are left alone: such a label is wrong, not misplaced, and the
+    agreement test drops it.
+
+    Returns the subject with ``label_to_grid`` and ``threshold`` replaced, and
+    what was fitted.
+    """
+    idx = label_voxels_in_brain(subject)
+    label_all = subject.label[tuple(idx.T)] > 0
+    before = acquire_label(prob, subject, idx)
+    near = np.zeros(subject.label.shape, bool)
+    near[tuple(idx[label_all | (before > 0.1)].T)] = True
+    near = ndimage.binary_dilation(near, iterations=2)
+    keep = near[tuple(idx.T)]
+    idx, label = idx[keep], label_all[keep].astype(np.float32)
+    report = {"shift_mm": [0.0, 0.0, 0.0], "angles_deg": [0.0, 0.0, 0.0]}
+    if not label.any():
+        return subject, {**report, "threshold": subject.threshold}
+    centre = GRID_AFFINE[:3, :3] @ (subject.label_to_grid[:3, :3] @ idx.mean(0) + subject.label_to_grid[:3, 3])
+    centre = centre + GRID_AFFINE[:3, 3]
+
+    def corrected(params: np.ndarray) -> np.ndarray:
+        move = np.eye(4)
+        move[:3, :3] = rotation_matrix(np.deg2rad(params[:3]))
+        move[:3, 3] = centre - move[:3, :3] @ centre + params[3:]
+        return np.linalg.solve(GRID_AFFINE, move @ GRID_AFFINE @ subject.label_to_grid)
+
+    def cost(params: np.ndarray) -> float:
+        acquired = acquire_label(prob, subject, idx, corrected(params))
+        return -2.0 * float((acquired * label).sum()) / float(acquired.sum() + label.sum() + 1e-6)
+
+    bounds = [(-max_angle_deg, max_angle_deg)] * 3 + [(-max_shift_mm, max_shift_mm)] * 3
+    fit = optimize.minimize(cost, np.zeros(6), method="Powell", bounds=bounds,
+                            options={"xtol": 0.05, "ftol": 1e-4, "maxfev": 400})
+    matrix = corrected(fit.x)
+    acquired = acquire_label(prob, subject, idx, matrix)
+    candidates = np.round(np.arange(0.15, 0.8, 0.05), 2)
+    scores = [_dice(acquired > t, label > 0) for t in candidates]
+    threshold = float(candidates[int(np.argmax(scores))])
+    report = {"shift_mm": np.round(fit.x[3:], 2).tolist(), "angles_deg": np.round(fit.x[:3], 2).tolist(),
+              "threshold": threshold}
+    return TrainingSubject(**{**subject.__dict__, "label_to_grid": matrix, "threshold": threshold}), report
 
 
 def _loss_fn(config: WmhTrainConfig):
@@ -103,7 +177,7 @@ def _loss_fn(config: WmhTrainConfig):
 
     def sr(model, batch):
         return super_resolution_loss(model(batch["image"]), batch["grid"], batch["profile"], batch["label"],
-                                     batch["valid"], threshold=config.sr_threshold, temperature=config.temperature,
+                                     batch["valid"], threshold=batch["threshold"], temperature=config.temperature,
                                      sample_weight=batch["weight"])
     return sr
 
@@ -118,7 +192,8 @@ def train_network(subjects: list[TrainingSubject], config: WmhTrainConfig, *, sa
     if config.loss == "naive":
         data = NaiveLabelPatches(subjects, config.patch_size, **kwargs)
     else:
-        data = SliceLabelPatches(subjects, config.patch_size, block=config.block, **kwargs)
+        data = SliceLabelPatches(subjects, config.patch_size, block=config.block, threshold=config.sr_threshold,
+                                 **kwargs)
     steps = config.epochs * int(np.ceil(len(data) / config.batch_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps)
@@ -133,20 +208,22 @@ def train_network(subjects: list[TrainingSubject], config: WmhTrainConfig, *, sa
 
 def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, first: UNet3D | None = None,
                    on_first=None) -> tuple[UNet3D, dict, UNet3D]:
-    """Train; with ``config.two_step``, score every label against the first model and retrain without the outliers.
+    """Train; with ``config.two_step``, check every label against the first model and retrain.
 
-    A subject is dropped when its label agreement (Dice of the label with the
-    first model's prediction seen through the label's acquisition) is below
-    ``drop_ratio`` times the median agreement: such a label misses or
-    misplaces most of what the model, taught by all the others, sees. (A
-    robust z-score does not separate them: clean labels of small lesion loads
-    already spread the agreements widely.) The second run starts afresh with as
-    many patches as the first, so both steps have the same budget. ``first``
-    reuses an already trained first step; ``on_first(model)`` is called once it
-    exists (to save it).
+    With ``config.recalibrate`` each label first gets its residual pose and
+    its rater's threshold fitted against the first model
+    (:func:`recalibrate_label`). A subject is then dropped when its label
+    agreement (Dice of the label with the first model's prediction seen
+    through the label's acquisition) is below ``drop_ratio`` times the median
+    agreement: such a label misses or misplaces most of what the model, taught
+    by all the others, sees. (A robust z-score does not separate them: clean
+    labels of small lesion loads already spread the agreements widely.) The
+    second run starts afresh with as many patches as the first, so both steps
+    have the same budget. ``first`` reuses an already trained first step;
+    ``on_first(model)`` is called once it exists (to save it).
 
-    Returns the final network, a report (agreements, dropped labels) and the
-    first-step network (the final one too without ``config.two_step``).
+    Returns the final network, a report (agreements, fits, dropped labels) and
+    the first-step network (the final one too without ``config.two_step``).
     """
     first = first if first is not None else train_network(subjects, config)
     if on_first is not None:
@@ -154,13 +231,23 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
     report: dict = {"config": asdict(config), "subjects": [s.name for s in subjects]}
     if not config.two_step:
         return first, report, first
-    scores = np.array([label_agreement(predict_grid(first, s.image, config.patch_size), s) for s in subjects])
+    checked, scores, fits = [], [], {}
+    for s in subjects:
+        prob = predict_grid(first, s.image, config.patch_size)
+        # The naive ablation's upsampled labels have no pose or threshold to fit.
+        if config.recalibrate and config.loss != "naive":
+            s, fits[s.name] = recalibrate_label(prob, s)
+        checked.append(s)
+        scores.append(label_agreement(prob, s))
+    scores = np.array(scores)
     median = float(np.median(scores))
     kept = [TrainingSubject(**{**s.__dict__, "weight": 0.0 if a < config.drop_ratio * median else s.weight})
-            for s, a in zip(subjects, scores)]
+            for s, a in zip(checked, scores)]
     n_kept = sum(s.weight > 0 for s in kept)
     report.update(agreement=dict(zip([s.name for s in subjects], scores.round(4).tolist())), agreement_median=median,
                   dropped=[s.name for s in kept if s.weight == 0])
+    if fits:
+        report["recalibration"] = fits
     log.info("two-step: %d of %d labels kept (median agreement %.3f)", n_kept, len(subjects), median)
     per_subject = int(np.ceil(config.samples_per_subject * len(subjects) / max(n_kept, 1)))
     second = train_network(kept, config, samples_per_subject=per_subject, seed_offset=1)

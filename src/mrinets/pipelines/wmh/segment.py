@@ -16,7 +16,7 @@ from mrinets.io import OutputStage, write_json, write_text
 from mrinets.io.nifti import Image, save
 from mrinets.physics.sampling import affine_resample
 from mrinets.pipelines.wmh.grid import from_grid, grid_brain, grid_masks, grid_wm, normalise, to_grid
-from mrinets.pipelines.wmh.model import build_network, predict_grid
+from mrinets.pipelines.wmh.model import build_network, predict_logits
 
 __all__ = ["WmhConfig", "WmhResult", "WmhModel", "load_model", "predict", "baseline_grid", "measures_table",
            "output_names", "bids_output_names", "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES"]
@@ -24,6 +24,7 @@ __all__ = ["WmhConfig", "WmhResult", "WmhModel", "load_model", "predict", "basel
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "wmh_t1.pt"
 OUTPUT_SUFFIXES = {"prob": "_wmh_prob.nii.gz", "mask": "_wmh_mask.nii.gz", "regions": "_wmh_regions.nii.gz",
                    "csv": "_wmh.csv", "qc": "_wmh_qc.png"}
+_LOGIT_LIMIT = 10.0
 
 
 @dataclass
@@ -181,13 +182,18 @@ def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | Non
     box = normalise(to_grid(t1.data, t1.affine, to_mni))
     if config.method == "network":
         model = model or load_model(config.weights)
-        prob_box = predict_grid(model.network, box, model.patch_size, device=str(resolve_device(config.device)))
+        logits = predict_logits(model.network, box, model.patch_size, device=str(resolve_device(config.device)))
         # The network sees the input's edge where the brain mask cuts skull and scalp on real T1s; nothing
-        # outside the template brain can be a white-matter lesion.
-        prob_box = prob_box * grid_brain()
+        # outside the template brain can be a white-matter lesion. Logits, clipped so the step at the brain's
+        # edge stays small, are carried back by cubic splines: linear interpolation of probabilities through
+        # two off-grid resamplings shaves the edges of small lesions (a phantom's own lesion map after the
+        # round trip: Dice 0.90 linear, 0.96 cubic; test_cubic_round_trip_keeps_small_lesions).
+        logits = np.where(grid_brain(), np.clip(logits, -_LOGIT_LIMIT, _LOGIT_LIMIT), -_LOGIT_LIMIT)
+        back = from_grid(logits, t1.affine, t1.spatial_shape, to_mni, order=3, cval=-_LOGIT_LIMIT)
+        prob = 1.0 / (1.0 + np.exp(-back))
     else:
         prob_box = baseline_grid(box, config.baseline_k)
-    prob = np.clip(from_grid(prob_box, t1.affine, t1.spatial_shape, to_mni, order=1), 0.0, 1.0)
+        prob = np.clip(from_grid(prob_box, t1.affine, t1.spatial_shape, to_mni, order=1), 0.0, 1.0)
     mask = prob >= config.threshold
 
     anatomy = mni_anatomy()
