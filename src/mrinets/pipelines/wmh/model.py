@@ -11,7 +11,6 @@ from scipy import ndimage, optimize
 from torch import nn
 
 from mrinets.data.phantoms.head import rotation_matrix
-
 from mrinets.nets.unet3d import UNet3D
 from mrinets.pipelines.wmh.data import (NaiveLabelPatches, SliceLabelPatches, TrainingSubject,
                                         label_voxels_in_brain)
