@@ -40,8 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train", help="train the network from thick-slice labels (phantoms or T1 + FLAIR-label pairs)",
         description="Train the 3D network with the super-resolution loss (or the naive-upsampling ablation), "
         "by default in two steps: train, fit every label's residual pose and rater threshold against the first "
-        "model, drop the labels that still disagree, retrain. Writes wmh_t1.pt (and the first step's wmh_t1_step1.pt), its model card and a JSON report; "
-        "with --test-phantoms the card holds held-out scores.")
+        "model, drop the labels that still disagree, retrain. Writes wmh_t1.pt (and the first step's "
+        "wmh_t1_step1.pt), its model card and a JSON report; with --test-phantoms the card holds held-out scores.")
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--phantoms", type=int, default=0, help="number of training phantoms")
     t.add_argument("--seed-start", type=int, default=1000, help="first phantom seed")

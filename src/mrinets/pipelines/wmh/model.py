@@ -11,6 +11,7 @@ from scipy import ndimage, optimize
 from torch import nn
 
 from mrinets.data.phantoms.head import rotation_matrix
+from mrinets.metrics.segmentation import dice
 from mrinets.nets.unet3d import UNet3D
 from mrinets.pipelines.wmh.data import (NaiveLabelPatches, SliceLabelPatches, TrainingSubject,
                                         label_voxels_in_brain)
@@ -96,11 +97,6 @@ def acquire_label(prob: np.ndarray, subject: TrainingSubject, idx: np.ndarray,
     return acquired
 
 
-def _dice(pred: np.ndarray, label: np.ndarray) -> float:
-    total = pred.sum() + label.sum()
-    return 1.0 if total == 0 else float(2.0 * (pred & label).sum() / total)
-
-
 def label_agreement(prob: np.ndarray, subject: TrainingSubject, threshold: float | None = None) -> float:
     """Dice between a subject's thick-slice label and the box prediction carried through its acquisition.
 
@@ -110,7 +106,7 @@ def label_agreement(prob: np.ndarray, subject: TrainingSubject, threshold: float
     """
     idx = label_voxels_in_brain(subject)
     threshold = threshold if threshold is not None else (subject.threshold or 0.5)
-    return _dice(acquire_label(prob, subject, idx) > threshold, subject.label[tuple(idx.T)] > 0)
+    return dice(acquire_label(prob, subject, idx) > threshold, subject.label[tuple(idx.T)] > 0)
 
 
 def recalibrate_label(prob: np.ndarray, subject: TrainingSubject, *, max_shift_mm: float = 3.0,
@@ -139,11 +135,9 @@ def recalibrate_label(prob: np.ndarray, subject: TrainingSubject, *, max_shift_m
     near = ndimage.binary_dilation(near, iterations=2)
     keep = near[tuple(idx.T)]
     idx, label = idx[keep], label_all[keep].astype(np.float32)
-    report = {"shift_mm": [0.0, 0.0, 0.0], "angles_deg": [0.0, 0.0, 0.0]}
     if not label.any():
-        return subject, {**report, "threshold": subject.threshold}
-    centre = GRID_AFFINE[:3, :3] @ (subject.label_to_grid[:3, :3] @ idx.mean(0) + subject.label_to_grid[:3, 3])
-    centre = centre + GRID_AFFINE[:3, 3]
+        return subject, {"shift_mm": [0.0, 0.0, 0.0], "angles_deg": [0.0, 0.0, 0.0], "threshold": subject.threshold}
+    centre = (GRID_AFFINE @ subject.label_to_grid @ np.append(idx.mean(0), 1.0))[:3]
 
     def corrected(params: np.ndarray) -> np.ndarray:
         move = np.eye(4)
@@ -161,7 +155,7 @@ def recalibrate_label(prob: np.ndarray, subject: TrainingSubject, *, max_shift_m
     matrix = corrected(fit.x)
     acquired = acquire_label(prob, subject, idx, matrix)
     candidates = np.round(np.arange(0.15, 0.8, 0.05), 2)
-    scores = [_dice(acquired > t, label > 0) for t in candidates]
+    scores = [dice(acquired > t, label > 0) for t in candidates]
     threshold = float(candidates[int(np.argmax(scores))])
     report = {"shift_mm": np.round(fit.x[3:], 2).tolist(), "angles_deg": np.round(fit.x[:3], 2).tolist(),
               "threshold": threshold}
