@@ -34,6 +34,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30, help="epochs of fine-tuning and of training from scratch")
     parser.add_argument("--finetune-lr", type=float, default=5e-4)
     parser.add_argument("--anchor", type=float, default=0.0, help="L2-SP strength of fine-tuning (0: plain)")
+    parser.add_argument("--rehearsal", type=float, default=0.0,
+                        help="share of every fine-tuning epoch drawn from the pretraining data (0: plain)")
+    parser.add_argument("--rehearsal-subjects", type=int, default=2, help="auxiliary subjects for --rehearsal")
+    parser.add_argument("--test-seed-start", type=int, default=ex.TEST_SEED_START,
+                        help="first held-out seed (choose settings on other seeds than the test ones, e.g. 250000)")
     parser.add_argument("--lr", type=float, default=2e-3, help="learning rate from scratch and for pretraining")
     parser.add_argument("--pretrained", help="reuse this pretrained.pt instead of pretraining")
     parser.add_argument("--clean-inputs", action="store_true",
@@ -55,7 +60,8 @@ def main() -> None:
         ms.save_model(pretrained, out / "pretrained.pt")
     pretrain_s = time.perf_counter() - t0
     train = [ex.target_subject(ex.TRAIN_SEED_START + i, hq_snr=args.hq_snr) for i in range(max(args.ks, default=0))]
-    test = [ex.target_subject(ex.TEST_SEED_START + i, hq_snr=args.hq_snr) for i in range(args.test)]
+    test = [ex.target_subject(args.test_seed_start + i, hq_snr=args.hq_snr) for i in range(args.test)]
+    rehearsal = ex.rehearsal_set(pretrained, args.rehearsal_subjects) if args.rehearsal else None
 
     # The fit of the full scans is what every network is taught: its error is the floor they inherit.
     targets = [{"seed": s.seed, **ex.score({p: np.nan_to_num(s.hq_fit[p]) for p in ms.PARAMETERS}, s)} for s in test]
@@ -66,7 +72,8 @@ def main() -> None:
     for k in args.ks:
         scratch, _ = ex.finetune(train[:k], ms.FitConfig(epochs=args.epochs, lr=args.lr, quiet=True))
         tuned, _ = ex.finetune(train[:k], ms.FitConfig(epochs=args.epochs, lr=args.finetune_lr, anchor=args.anchor,
-                                                       quiet=True), init=pretrained)
+                                                       rehearsal=args.rehearsal, quiet=True),
+                               init=pretrained, rehearsal=rehearsal)
         ms.save_model(tuned, out / f"finetuned_k{k}.pt")
         a, b = _short(ex.evaluate(scratch, test)), _short(ex.evaluate(tuned, test))
         gain = 100 * (a["mae_mean"] - b["mae_mean"]) / a["mae_mean"]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from mrinets.physics.diffusion import GradientScheme
-from mrinets.pipelines.microstructure.data import (PARAMETERS, block_average, extract_patches, fill_outside,
-                                                   normalise_dwi, reacquire, training_set)
+from mrinets.pipelines.microstructure.data import (PARAMETERS, TrainingSet, block_average, extract_patches,
+                                                   fill_outside, mix_in, normalise_dwi, reacquire, training_set)
 
 
 def _scheme():
@@ -93,6 +93,19 @@ def test_training_set_skips_unfitted_voxels_and_splits():
     assert len(data) == 63 and data.targets.shape == (63, 3)
     train, val = data.split(0.2, seed=0)
     assert len(train) + len(val) == 63 and len(val) == 13
+
+
+def test_mix_in_draws_the_asked_share_of_distinct_extra_samples():
+    data = TrainingSet(np.zeros((300, 27, 4), np.float32), np.zeros((300, 3), np.float32))
+    extra = TrainingSet(np.ones((1000, 27, 4), np.float32), np.arange(3000, dtype=np.float32).reshape(1000, 3))
+    mixed = mix_in(data, extra, 0.25, seed=0)
+    assert len(mixed) == 400 and np.count_nonzero(mixed.patches[:, 0, 0]) == 100
+    assert len(np.unique(mixed.targets[300:, 0])) == 100
+    # More than the extra set holds: all of it, once.
+    assert len(mix_in(data, extra, 0.9, seed=0)) == 1300
+    assert len(mix_in(data, extra, 0.0, seed=0)) == 300
+    with pytest.raises(ValueError, match="share"):
+        mix_in(data, extra, 1.0, seed=0)
 
 
 def test_volume_inference_equals_patch_by_patch():

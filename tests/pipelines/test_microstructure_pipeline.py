@@ -90,6 +90,34 @@ def test_l2sp_fine_tuning_stays_near_the_pretrained_weights(tiny_model, subjects
         ms.FitConfig(anchor=-1.0)
 
 
+def test_rehearsal_mixes_the_pretraining_samples_into_fine_tuning(tiny_model, subjects):
+    import torch
+
+    from mrinets.pipelines.microstructure.data import TrainingSet
+
+    model, _ = tiny_model
+    # Stand-in pretraining samples whose targets no target subject has: only rehearsal can teach them.
+    crop = ((95, 125), (115, 145), (78, 96))
+    aux = ex.auxiliary_set(ex.AUX_SEED_START, ms.target_scheme(), crop=crop)
+    aux = TrainingSet(aux.patches, np.full_like(aux.targets, 0.95))
+
+    def aux_error(share):
+        fit = ms.FitConfig(epochs=3, lr=5e-3, rehearsal=share, quiet=True, device="cpu")
+        tuned, report = ex.finetune(subjects[:1], fit, init=model, rehearsal=aux if share else None)
+        assert report["rehearsal"] == share
+        with torch.no_grad():
+            return float(np.mean(np.abs(tuned.net(torch.from_numpy(aux.patches)).numpy() - aux.targets)))
+
+    # All 600 stand-in samples join the subject's 4000. Their patches look like the subject's, so the
+    # network can only meet them part-way, by about their share of the samples (13 %).
+    plain, rehearsed = aux_error(0.0), aux_error(0.5)
+    assert rehearsed < plain - 0.05, (rehearsed, plain)
+    with pytest.raises(ValueError, match="rehearsal"):
+        ex.finetune(subjects[:1], ms.FitConfig(epochs=1, rehearsal=0.1, quiet=True, device="cpu"), rehearsal=aux)
+    with pytest.raises(ValueError, match="rehearsal"):
+        ms.FitConfig(rehearsal=1.0)
+
+
 def _write_dwi(tmp_path, s, name="dwi", scheme=None, data=None):
     from mrinets.io.gradients import array_frame_to_fsl
 
@@ -213,3 +241,15 @@ def test_bids_app_writes_noddi_derivatives(tmp_path, tiny_model, subjects, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "sub-01_ses-1_dwi.bvec" in err
+
+
+@pytest.mark.parametrize("extra", [["--rehearsal", "0.3"], ["--init", "x.pt", "--rehearsal", "1.5"]])
+def test_cli_finetune_rejects_bad_rehearsal(tmp_path, capsys, extra):
+    out = tmp_path / "out"
+    try:
+        code = main(["microstructure", "finetune", "--out", str(out), *extra])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--rehearsal" in err
+    assert not out.exists()

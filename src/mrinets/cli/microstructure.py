@@ -74,6 +74,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--test-subjects", type=int, default=0, help="held-out target phantoms to score")
     n.add_argument("--anchor", type=finite_float, default=0.0,
                    help="L2-SP strength: pull towards the --init weights instead of decaying towards zero (default 0)")
+    n.add_argument("--rehearsal", type=finite_float, default=0.0,
+                   help="share of every fine-tuning epoch drawn from the pretraining data (the --init card's "
+                        "auxiliary subjects, simulated again), against forgetting their clean targets (default 0)")
+    n.add_argument("--rehearsal-subjects", type=int, default=2,
+                   help="auxiliary subjects simulated again for --rehearsal (default 2, about 2 min each)")
     n.add_argument("--hq-snr", type=finite_float,
                    help="the target subjects' full scans (the training targets) as a separate acquisition at this "
                         "SNR, e.g. a longer research protocol (default: the low-quality scan is a subset of the "
@@ -129,7 +134,7 @@ def _fit_config(args: argparse.Namespace):
     if args.lr is None:
         args.lr = 5e-4 if getattr(args, "init", None) else 2e-3
     return FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                     anchor=getattr(args, "anchor", 0.0), quiet=args.quiet)
+                     anchor=getattr(args, "anchor", 0.0), rehearsal=getattr(args, "rehearsal", 0.0), quiet=args.quiet)
 
 
 def _command(action: str, args: argparse.Namespace, extra: list[str]) -> str:
@@ -166,17 +171,26 @@ def _finetune(args: argparse.Namespace) -> int:
 
     if args.subjects < 1 or args.test_subjects < 0:
         raise ArgumentError("--subjects", "need at least one target subject (and no negative test count)")
-    init = ms.load_model(args.init) if args.init else None
-    out = ensure_outdir(args.out)
     if args.hq_snr is not None and args.hq_snr <= 0:
         raise ArgumentError("--hq-snr", f"must be positive, got {args.hq_snr}")
+    if not 0 <= args.rehearsal < 1 or args.rehearsal_subjects < 1:
+        raise ArgumentError("--rehearsal", "the share must be in [0, 1) and --rehearsal-subjects at least 1")
+    if args.rehearsal and not args.init:
+        raise ArgumentError("--rehearsal", "needs pretrained weights (--init)")
+    init = ms.load_model(args.init) if args.init else None
+    out = ensure_outdir(args.out)
+    fit = _fit_config(args)
     subject = functools.partial(experiment.target_subject, hq_snr=args.hq_snr)
     train = [subject(experiment.TRAIN_SEED_START + i) for i in range(args.subjects)]
-    model, report = experiment.finetune(train, _fit_config(args), init=init)
+    rehearsal = experiment.rehearsal_set(init, args.rehearsal_subjects) if args.rehearsal else None
+    model, report = experiment.finetune(train, fit, init=init, rehearsal=rehearsal)
     stage = report["stage"]
     extra = ["--subjects", str(args.subjects), "--test-subjects", str(args.test_subjects)]
     extra += ["--hq-snr", f"{args.hq_snr:g}"] if args.hq_snr is not None else []
     extra += ["--anchor", f"{args.anchor:g}"] if args.anchor else []
+    if args.rehearsal:
+        model.card[stage]["rehearsal_subjects"] = args.rehearsal_subjects
+        extra += ["--rehearsal", f"{args.rehearsal:g}", "--rehearsal-subjects", str(args.rehearsal_subjects)]
     model.card[stage]["command"] = _command("finetune", args, (["--init", args.init] if args.init else []) + extra)
     if args.test_subjects:
         test = [subject(experiment.TEST_SEED_START + i) for i in range(args.test_subjects)]

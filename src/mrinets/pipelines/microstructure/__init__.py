@@ -247,6 +247,14 @@ def _full_scan_snr(card: dict) -> str:
     return f"{stage.get('full_scan_snr', 20):g}"
 
 
+def _rehearsal_text(card: dict) -> str:
+    share = card.get("finetune", {}).get("rehearsal", 0)
+    if not share:
+        return ""
+    return (f" Fine-tuning mixed pretraining samples into {100 * share:.0f} % of every epoch (rehearsal,"
+            f" {card['finetune'].get('rehearsal_subjects')} auxiliary subjects).")
+
+
 def model_card_text(card: dict) -> str:
     """The Markdown model card of a fine-tuned (or scratch-trained) estimator."""
     lines = ["# mrinets NODDI estimator (microstructure_noddi.pt)", "",
@@ -268,7 +276,7 @@ def model_card_text(card: dict) -> str:
               "(targets) and interpolated in q-space onto the 31-volume scheme, then re-acquired with the target",
               "scans' noise (inputs; not with `--clean-inputs`). Fine-tuning: clinical",
               "target phantoms at 3 mm (SNR 20), inputs the 31-volume subset, targets the reference fit of the",
-              f"full 64-volume scan (SNR {_full_scan_snr(card)}).", "",
+              f"full 64-volume scan (SNR {_full_scan_snr(card)}).{_rehearsal_text(card)}", "",
               "## Use", "",
               "`mrinets microstructure predict DWI.nii.gz --bval B --bvec V --out DIR` (this file is the default).",
               "Another scheme is interpolated in q-space onto the network's first. Loaded with",

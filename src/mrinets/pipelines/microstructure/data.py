@@ -142,3 +142,12 @@ def training_set(ratio: np.ndarray, mask: np.ndarray, targets: dict[str, np.ndar
 
 def concatenate(sets: list[TrainingSet]) -> TrainingSet:
     return TrainingSet(np.concatenate([s.patches for s in sets]), np.concatenate([s.targets for s in sets]))
+
+
+def mix_in(data: TrainingSet, extra: TrainingSet, share: float, *, seed: int) -> TrainingSet:
+    """``data`` plus a random draw of ``extra`` making up ``share`` of the result (all of ``extra`` at most)."""
+    if not 0 <= share < 1:
+        raise ValueError(f"share must be in [0, 1), got {share}")
+    n = min(len(extra), int(round(share / (1 - share) * len(data))))
+    pick = np.sort(np.random.default_rng([seed, 23]).choice(len(extra), size=n, replace=False))
+    return concatenate([data, TrainingSet(extra.patches[pick], extra.targets[pick])])

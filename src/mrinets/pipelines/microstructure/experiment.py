@@ -30,7 +30,7 @@ from mrinets.pipelines.microstructure.data import (FULL_TARGET_SCHEME, PARAMETER
 from mrinets.pipelines.microstructure.model import FitConfig, NetConfig, predict_ratios, train_network
 
 __all__ = ["AUX_SCHEME", "FULL_TARGET_SCHEME", "TargetSubject", "auxiliary_noise", "auxiliary_set", "target_subject",
-           "target_indices", "score", "fit_scores", "pretrain", "finetune", "evaluate", "evaluate_fit",
+           "target_indices", "score", "fit_scores", "pretrain", "rehearsal_set", "finetune", "evaluate", "evaluate_fit",
            "AUX_SEED_START", "TRAIN_SEED_START", "TEST_SEED_START"]
 
 log = logging.getLogger(__name__)
@@ -153,17 +153,33 @@ def pretrain(n_subjects: int, fit: FitConfig, *, seed_start: int = AUX_SEED_STAR
     return MicrostructureModel(net, net_config, {"pretrain": report}), report
 
 
-def finetune(subjects: list[TargetSubject], fit: FitConfig, *, init: MicrostructureModel | None = None
-             ) -> tuple[MicrostructureModel, dict]:
-    """Fine-tune ``init`` (or train from scratch) on target subjects' low-quality scans and full-scan fits."""
+def rehearsal_set(model: MicrostructureModel, n_subjects: int) -> TrainingSet:
+    """The first ``n_subjects`` of the auxiliary subjects ``model`` was pretrained on, simulated again."""
+    if "pretrain" not in model.card:
+        raise ArgumentError("rehearsal", "the initial weights were not pretrained (their card has no pretraining)")
+    report = model.card["pretrain"]
+    n = min(n_subjects, report["subjects"])
+    return concatenate([auxiliary_set(report["seed_start"] + i, model.config.gradient_scheme,
+                                      target_snr=report.get("target_snr", TARGET_SNR))
+                        for i in _progress(range(n), "rehearsal")])
+
+
+def finetune(subjects: list[TargetSubject], fit: FitConfig, *, init: MicrostructureModel | None = None,
+             rehearsal: TrainingSet | None = None) -> tuple[MicrostructureModel, dict]:
+    """Fine-tune ``init`` (or train from scratch) on target subjects' low-quality scans and full-scan fits.
+
+    With ``fit.rehearsal`` > 0, ``rehearsal`` (see :func:`rehearsal_set`)
+    supplies the pretraining samples mixed into fine-tuning.
+    """
     net_config = init.config if init is not None else NetConfig(scheme=target_scheme().to_dict())
     for s in subjects:
         if not s.lq_scheme.same_as(net_config.gradient_scheme):
             raise ArgumentError(f"subject {s.seed}", "its low-quality scheme is not the network's")
     net, report = train_network(concatenate([s.samples() for s in subjects]), net_config, fit,
-                                init=init.net if init is not None else None)
+                                init=init.net if init is not None else None, rehearsal=rehearsal)
     report.update(stage="finetune" if init is not None else "scratch", subjects=len(subjects),
-                  seeds=[s.seed for s in subjects], full_scan_snr=subjects[0].hq_snr, anchor=fit.anchor)
+                  seeds=[s.seed for s in subjects], full_scan_snr=subjects[0].hq_snr, anchor=fit.anchor,
+                  rehearsal=fit.rehearsal)
     card = {**(init.card if init is not None else {}), report["stage"]: report}
     return MicrostructureModel(net, net_config, card), report
 

@@ -11,7 +11,7 @@ from torch.utils.data import TensorDataset
 
 from mrinets.nets.qspace import MescNet
 from mrinets.physics.diffusion import GradientScheme
-from mrinets.pipelines.microstructure.data import PARAMETERS, TrainingSet, fill_outside
+from mrinets.pipelines.microstructure.data import PARAMETERS, TrainingSet, fill_outside, mix_in
 from mrinets.training.engine import TrainConfig, Trainer, resolve_device
 
 __all__ = ["NetConfig", "FitConfig", "build_network", "train_network", "predict_ratios"]
@@ -53,6 +53,11 @@ class FitConfig:
     the penalty ``anchor * ||w - w_init||^2`` pulls towards the initial
     (pretrained) weights instead of towards zero, so that a single target
     subject adapts the network without erasing what pretraining taught.
+
+    ``rehearsal`` > 0 fine-tunes on the target samples mixed with pretraining
+    samples, which make up that share of every epoch (rehearsal, as against
+    catastrophic forgetting): the auxiliary targets, fits of clean multi-shell
+    data, stay in view while the network adapts to the target population.
     """
 
     epochs: int = 30
@@ -62,6 +67,7 @@ class FitConfig:
     val_fraction: float = 0.1
     patience: int | None = 8
     anchor: float = 0.0
+    rehearsal: float = 0.0
     seed: int = 0
     device: str = "auto"
     quiet: bool = False
@@ -71,6 +77,8 @@ class FitConfig:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if not self.anchor >= 0:
             raise ValueError(f"anchor must be non-negative, got {self.anchor}")
+        if not 0 <= self.rehearsal < 1:
+            raise ValueError(f"rehearsal must be in [0, 1), got {self.rehearsal}")
 
 
 def build_network(config: NetConfig) -> MescNet:
@@ -100,13 +108,19 @@ def _val(net: torch.nn.Module, batch) -> dict[str, float]:
     return out
 
 
-def train_network(data: TrainingSet, net_config: NetConfig, fit: FitConfig, *, init: MescNet | None = None
-                  ) -> tuple[MescNet, dict]:
+def train_network(data: TrainingSet, net_config: NetConfig, fit: FitConfig, *, init: MescNet | None = None,
+                  rehearsal: TrainingSet | None = None) -> tuple[MescNet, dict]:
     """Train from ``init`` (fine-tuning) or from scratch; the best epoch on held-out samples is kept.
 
+    With ``fit.rehearsal`` > 0, samples drawn from ``rehearsal`` (the
+    pretraining set) make up that share of the training and validation data.
     Returns the network (CPU, eval mode) and a report: epochs run, best
     epoch, validation errors per parameter.
     """
+    if fit.rehearsal > 0:
+        if rehearsal is None or init is None:
+            raise ValueError("rehearsal needs the pretrained network and its pretraining samples")
+        data = mix_in(data, rehearsal, fit.rehearsal, seed=fit.seed)
     train, val = data.split(fit.val_fraction, seed=fit.seed)
     torch.manual_seed(fit.seed)
     net = build_network(net_config)
