@@ -104,7 +104,7 @@ def test_rehearsal_mixes_the_pretraining_samples_into_fine_tuning(tiny_model, su
     def aux_error(share):
         fit = ms.FitConfig(epochs=3, lr=5e-3, rehearsal=share, quiet=True, device="cpu")
         tuned, report = ex.finetune(subjects[:1], fit, init=model, rehearsal=aux if share else None)
-        assert report["rehearsal"] == share
+        assert report["rehearsal"] == share and report["rehearsed_samples"] == (600 if share else 0)
         with torch.no_grad():
             return float(np.mean(np.abs(tuned.net(torch.from_numpy(aux.patches)).numpy() - aux.targets)))
 

@@ -248,11 +248,11 @@ def _full_scan_snr(card: dict) -> str:
 
 
 def _rehearsal_text(card: dict) -> str:
-    share = card.get("finetune", {}).get("rehearsal", 0)
-    if not share:
+    stage = card.get("finetune", {})
+    if not stage.get("rehearsal"):
         return ""
-    return (f" Fine-tuning mixed pretraining samples into {100 * share:.0f} % of every epoch (rehearsal,"
-            f" {card['finetune'].get('rehearsal_subjects')} auxiliary subjects).")
+    return (f" Rehearsal: {stage['rehearsed_samples']} pretraining samples (of {stage.get('rehearsal_subjects')}"
+            f" auxiliary subjects; share asked {100 * stage['rehearsal']:.0f} %) were mixed into fine-tuning.")
 
 
 def model_card_text(card: dict) -> str:

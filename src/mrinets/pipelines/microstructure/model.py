@@ -117,6 +117,7 @@ def train_network(data: TrainingSet, net_config: NetConfig, fit: FitConfig, *, i
     Returns the network (CPU, eval mode) and a report: epochs run, best
     epoch, validation errors per parameter.
     """
+    target_samples = len(data)
     if fit.rehearsal > 0:
         if rehearsal is None or init is None:
             raise ValueError("rehearsal needs the pretrained network and its pretraining samples")
@@ -140,6 +141,7 @@ def train_network(data: TrainingSet, net_config: NetConfig, fit: FitConfig, *, i
     best = history.val[history.best_epoch]
     report = {"samples": len(train), "val_samples": len(val), "epochs_run": len(history.train_loss),
               "best_epoch": history.best_epoch + 1, "init": "pretrained" if init is not None else "scratch",
+              "rehearsed_samples": len(data) - target_samples,
               **{k: round(v, 5) for k, v in best.items()}}
     log.info("trained (%s): %s", report["init"], report)
     return net.cpu().eval(), report
