@@ -35,7 +35,7 @@ def test_real_scan_agrees_with_the_full_scheme_fit(real):
     assert net.measures["resampled"] is True  # 102 volumes, 54 b-values: interpolated onto the network's 31
     both = fit.mask & net.mask
     assert both.sum() > 300
-    # Measured: r = 0.969 (ICVF), 0.976 (ISOVF), 0.909 (ODI) over the 600 voxels.
+    # Measured: r = 0.950 (ICVF), 0.964 (ISOVF), 0.900 (ODI) over the 600 voxels.
     r = {p: np.corrcoef(net.maps[p][both], fit.maps[p][both])[0, 1] for p in ms.PARAMETERS}
     assert min(r.values()) > 0.85, r
     # Where the tensor FA is high, the fibres are coherent: ODI must be low.
@@ -43,7 +43,7 @@ def test_real_scan_agrees_with_the_full_scheme_fit(real):
 
     fa = NoddiModel(scheme).fit(image.data, both).fa
     rho = spearmanr(fa[both], net.maps["odi"][both]).statistic
-    assert rho < -0.85, rho  # measured -0.953 (the full-scheme fit: -0.939)
+    assert rho < -0.85, rho  # measured -0.929 (the full-scheme fit: -0.939)
 
 
 def test_held_out_phantom_beats_the_fit_on_the_same_scan():
