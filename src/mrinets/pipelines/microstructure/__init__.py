@@ -251,8 +251,9 @@ def _rehearsal_text(card: dict) -> str:
     stage = card.get("finetune", {})
     if not stage.get("rehearsal"):
         return ""
-    return (f" Rehearsal: {stage['rehearsed_samples']} pretraining samples (of {stage.get('rehearsal_subjects')}"
-            f" auxiliary subjects; share asked {100 * stage['rehearsal']:.0f} %) were mixed into fine-tuning.")
+    source = f" of {stage['rehearsal_subjects']} auxiliary subjects" if "rehearsal_subjects" in stage else ""
+    return (f" Rehearsal: {stage['rehearsed_samples']} pretraining samples{source} were mixed into fine-tuning"
+            f" (share asked {100 * stage['rehearsal']:.0f} %).")
 
 
 def model_card_text(card: dict) -> str:

@@ -55,8 +55,8 @@ class FitConfig:
     subject adapts the network without erasing what pretraining taught.
 
     ``rehearsal`` > 0 fine-tunes on the target samples mixed with pretraining
-    samples, which make up that share of every epoch (rehearsal, as against
-    catastrophic forgetting): the auxiliary targets, fits of clean multi-shell
+    samples, which make up that share of every epoch (rehearsal, a guard
+    against catastrophic forgetting): the auxiliary targets, fits of clean multi-shell
     data, stay in view while the network adapts to the target population.
     """
 
