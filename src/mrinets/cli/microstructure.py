@@ -189,7 +189,6 @@ def _finetune(args: argparse.Namespace) -> int:
     extra += ["--hq-snr", f"{args.hq_snr:g}"] if args.hq_snr is not None else []
     extra += ["--anchor", f"{args.anchor:g}"] if args.anchor else []
     if args.rehearsal:
-        model.card[stage]["rehearsal_subjects"] = args.rehearsal_subjects
         extra += ["--rehearsal", f"{args.rehearsal:g}", "--rehearsal-subjects", str(args.rehearsal_subjects)]
     model.card[stage]["command"] = _command("finetune", args, (["--init", args.init] if args.init else []) + extra)
     if args.test_subjects:

@@ -251,8 +251,7 @@ def _rehearsal_text(card: dict) -> str:
     stage = card.get("finetune", {})
     if not stage.get("rehearsal"):
         return ""
-    source = f" of {stage['rehearsal_subjects']} auxiliary subjects" if "rehearsal_subjects" in stage else ""
-    return (f" Rehearsal: {stage['rehearsed_samples']} pretraining samples{source} were mixed into fine-tuning"
+    return (f" Rehearsal: {stage['rehearsed_samples']} pretraining samples were mixed into fine-tuning"
             f" (share asked {100 * stage['rehearsal']:.0f} %).")
 
 
