@@ -19,9 +19,11 @@ same phantoms and settings (its ``wmh_t1_step1.pt`` and ``wmh_t1.pt``: the same
 computation, so the shipped weights are the ones scored) and trains only the
 ablation here; it waits for DIR's weights when run beside the training.
 
-``--eval-only`` rescores the networks and baseline k an earlier run saved in ``--out``.
+``--eval-only`` rescores the networks and baseline k an earlier run saved in ``--out``;
+``--resume`` reuses the ablation network an earlier run with the same phantoms and
+settings saved there (the phantoms and the baseline are made again).
 
-Run: ``python benchmarks/bench_wmh_accuracy.py [--train 40 --test 10 --out bench_wmh] [--from-train DIR]``
+Run: ``python benchmarks/bench_wmh_accuracy.py [--train 40 --test 10 --out bench_wmh] [--from-train DIR] [--resume]``
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import torch
 
 from mrinets.metrics.segmentation import dice
 from mrinets.pipelines import wmh
-from mrinets.pipelines.wmh.model import WmhTrainConfig, train_network, train_two_step
+from mrinets.pipelines.wmh.model import WmhTrainConfig, build_network, train_network, train_two_step
 from mrinets.pipelines.wmh.segment import baseline_grid
 
 
@@ -60,6 +62,8 @@ def main() -> None:
     parser.add_argument("--eval-only", action="store_true",
                         help="score the networks and baseline k saved in --out by an earlier run (after a change "
                              "to prediction)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the naive-upsampling network an earlier run with the same settings saved in --out")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
@@ -71,7 +75,13 @@ def main() -> None:
     subjects = [wmh.phantom_subject(s) for s in range(1000, 1000 + args.train)]
     gross = [s.name for s in subjects if s.meta.get("gross")]
     config = WmhTrainConfig(epochs=args.epochs, samples_per_subject=args.samples_per_subject, quiet=True)
-    naive = train_network(subjects, replace(config, loss="naive"))
+    naive_file = out / _file(NAIVE)
+    if args.resume and naive_file.is_file():
+        naive = _load(naive_file, config)
+        logging.info("reused %s", naive_file)
+    else:
+        naive = train_network(subjects, replace(config, loss="naive"))
+        torch.save(naive.state_dict(), naive_file)
     if args.from_train:
         folder = Path(args.from_train)
         while not (folder / "train_report.json").is_file():
@@ -85,7 +95,7 @@ def main() -> None:
         two_step, report, _ = train_two_step(subjects, config, first=one_step)
     k, k_scores = calibrate_baseline(subjects)
     models = {"super-resolution, two-step": two_step, "super-resolution, one step": one_step,
-              "naive upsampling, one step": naive}
+              NAIVE: naive}
     for name, model in models.items():
         torch.save(model.state_dict(), out / _file(name))
     seeds = list(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + args.test))
@@ -99,20 +109,25 @@ def main() -> None:
     table(results)
 
 
+NAIVE = "naive upsampling, one step"
+
+
 def _file(name: str) -> str:
     return f"{name.replace(', ', '_').replace(' ', '-')}.pt"
 
 
-def evaluate_saved(out: Path, n_test: int) -> None:
-    from mrinets.pipelines.wmh.model import build_network
+def _load(path: Path, config: WmhTrainConfig) -> torch.nn.Module:
+    network = build_network(config.channels)
+    network.load_state_dict(torch.load(path, weights_only=True))
+    return network.eval()
 
+
+def evaluate_saved(out: Path, n_test: int) -> None:
     earlier = json.loads((out / "wmh_accuracy.json").read_text())
     config = WmhTrainConfig()
     models = {}
     for name in (n for n in earlier["summary"] if n != "baseline"):
-        network = build_network(config.channels)
-        network.load_state_dict(torch.load(out / _file(name), weights_only=True))
-        models[name] = wmh.WmhModel(network.eval(), config.patch_size, {})
+        models[name] = wmh.WmhModel(_load(out / _file(name), config), config.patch_size, {})
     start = time.perf_counter()
     seeds = list(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + n_test))
     results = wmh.evaluate_phantoms(models, seeds, baseline_k=earlier["baseline_k"])

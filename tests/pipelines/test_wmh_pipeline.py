@@ -238,11 +238,49 @@ def test_cli_train_on_user_pairs(tmp_path):
     nib.save(nib.Nifti1Image(p.flair_label.astype(np.uint8), p.flair_affine), tmp_path / "label.nii.gz")
     (tmp_path / "pairs.tsv").write_text("t1\tflair_label\nt1.nii.gz\tlabel.nii.gz\n")
     out = tmp_path / "model"
-    assert main(["wmh", "train", "--pairs", str(tmp_path / "pairs.tsv"), "--out", str(out), "--epochs", "1",
-                 "--samples-per-subject", "2", "--one-step", "--quiet", "--device", "cpu"]) == 0
+    common = ["--pairs", str(tmp_path / "pairs.tsv"), "--epochs", "1", "--samples-per-subject", "2",
+              "--no-recalibrate", "--quiet", "--device", "cpu"]
+    assert main(["wmh", "train", "--out", str(out), *common]) == 0
     card = wmh.load_model(out / "wmh_t1.pt").card
     assert card["n_subjects"] == 1 and "--pairs" in card["command"]
     assert (out / "wmh_t1.md").read_text().startswith("# mrinets WMH network")
+    # A second step retrained on the first one: the card names both commands, the first step keeps its own.
+    again = tmp_path / "again"
+    assert main(["wmh", "train", "--out", str(again), "--first-step", str(out / "wmh_t1_step1.pt"),
+                 "--second-temperature", "0.05", *common]) == 0
+    card = wmh.load_model(again / "wmh_t1.pt").card
+    assert "--first-step" in card["command"] and "--second-temperature 0.05" in card["command"]
+    assert card["first_step_command"] == wmh.load_model(out / "wmh_t1.pt").card["command"]
+    assert card["config"]["second_temperature"] == 0.05
+    assert wmh.load_model(again / "wmh_t1_step1.pt").card == wmh.load_model(out / "wmh_t1_step1.pt").card
+    assert "Its first step" in (again / "wmh_t1.md").read_text()
+
+
+def test_cli_train_refuses_a_file_that_is_not_a_first_step(tmp_path, tiny_weights, capsys):
+    out = tmp_path / "model"
+    assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--first-step", str(tiny_weights)]) == 2
+    assert "--first-step" in capsys.readouterr().err and not out.exists()
+
+
+def test_second_step_trains_with_its_own_temperature(subject, monkeypatch):
+    from mrinets.pipelines.wmh import model as wmh_model
+
+    seen = []
+
+    def record(subjects, config, **kwargs):
+        seen.append(config.temperature)
+        return _Oracle()
+
+    monkeypatch.setattr(wmh_model, "train_network", record)
+    base = {**subject.__dict__, "image": subject.truth.astype(np.float32)}
+    subjects = [wmh.data.TrainingSubject(**{**base, "name": f"s{i}"}) for i in range(2)]
+    config = WmhTrainConfig(**{**TINY, "second_temperature": 0.03, "recalibrate": False})
+    wmh_model.train_two_step(subjects, config, first=_Oracle())
+    assert seen == [0.03]
+    wmh_model.train_two_step(subjects, config)
+    assert seen == [0.03, 0.1, 0.03]
+    with pytest.raises(ValueError, match="positive"):
+        WmhTrainConfig(second_temperature=0.0)
 
 
 def test_recalibration_finds_a_label_pose_error_and_its_rater_threshold(subject):

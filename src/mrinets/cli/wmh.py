@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mrinets.cli.common import add_common, finite_float
+from mrinets.cli.common import add_common, finite_float, positive_float
 
 NAME = "wmh"
 log = logging.getLogger(__name__)
@@ -50,6 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--one-step", action="store_true", help="skip the second step of the procedure")
     t.add_argument("--no-recalibrate", action="store_true",
                    help="second step: keep each label's pose and the default threshold (only drop outliers)")
+    t.add_argument("--second-temperature", type=positive_float,
+                   help="second step: temperature of the rater model (default: the first step's, 0.1)")
+    t.add_argument("--first-step", help="wmh_t1_step1.pt of an earlier run on the same subjects and settings: "
+                                        "reuse it instead of training the first step")
     t.add_argument("--epochs", type=int, default=8)
     t.add_argument("--samples-per-subject", type=int, default=48, help="patches per subject and epoch")
     t.add_argument("--batch-size", type=int, default=4)
@@ -131,7 +135,13 @@ def _train(args: argparse.Namespace) -> int:
         raise ArgumentError("mrinets wmh train", "give --phantoms N and/or --pairs TSV")
     config = wmh.WmhTrainConfig(loss=args.loss, epochs=args.epochs, samples_per_subject=args.samples_per_subject,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, two_step=not args.one_step,
-                                recalibrate=not args.no_recalibrate, device=args.device, quiet=args.quiet)
+                                recalibrate=not args.no_recalibrate, second_temperature=args.second_temperature,
+                                device=args.device, quiet=args.quiet)
+    first = None
+    if args.first_step:
+        if args.one_step:
+            raise ArgumentError("--first-step", "needs the second step (drop --one-step)")
+        first = _load_first_step(args.first_step, config)
     out = ensure_outdir(args.out)
     # The canonical command, every option spelled out, so the card's line reproduces the weights.
     command = "mrinets wmh train " + " ".join(shlex.quote(a) for a in _train_argv(args))
@@ -142,11 +152,15 @@ def _train(args: argparse.Namespace) -> int:
     if set(seeds) & set(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + args.test_phantoms)):
         raise ArgumentError("--seed-start", "training seeds overlap the held-out test seeds")
     # The first step is kept as soon as it exists (the ablation benchmark scores it, and a stop loses less).
-    def save_first(first_model):
-        wmh.save_weights(first_model, config, out / "wmh_t1_step1.pt", {"command": "first step of: " + command})
+    first_card = first.card if first is not None else {"command": "first step of: " + command}
 
-    model, report, _ = wmh.train(subjects, config, on_first=save_first if config.two_step else None)
-    card = {"command": command, "train_seconds": report["train_seconds"], "config": report["config"],
+    def save_first(first_model):
+        wmh.save_weights(first_model, config, out / "wmh_t1_step1.pt", first_card)
+
+    model, report, _ = wmh.train(subjects, config, first=None if first is None else first.network,
+                                 on_first=save_first if config.two_step else None)
+    card = {"command": command, "first_step_command": first_card["command"].removeprefix("first step of: "),
+            "train_seconds": report["train_seconds"], "config": report["config"],
             "dropped_by_two_step": report.get("dropped", []), "n_subjects": len(subjects),
             "label_recalibration": report.get("recalibration", {})}
     if args.test_phantoms:
@@ -175,7 +189,24 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--one-step")
     if args.no_recalibrate:
         argv.append("--no-recalibrate")
+    if args.second_temperature is not None:
+        argv += ["--second-temperature", f"{args.second_temperature:g}"]
+    if args.first_step:
+        argv += ["--first-step", args.first_step]
     return argv
+
+
+def _load_first_step(path: str, config):
+    from mrinets.errors import ArgumentError
+    from mrinets.pipelines import wmh
+
+    try:
+        model = wmh.load_model(path)
+    except ArgumentError as exc:
+        raise ArgumentError("--first-step", exc.problem) from None
+    if tuple(model.patch_size) != config.patch_size or not model.card.get("command", "").startswith("first step"):
+        raise ArgumentError("--first-step", f"{path} is not a first step saved by `mrinets wmh train`")
+    return model
 
 
 def _model_card(card: dict) -> str:
@@ -183,6 +214,7 @@ def _model_card(card: dict) -> str:
              "3D U-Net (MONAI residual units) predicting white-matter hypointensity probability on T1 in the",
              "MNI-aligned box of 184 x 202 x 72 voxels at 1 x 1 x 1.5 mm, trained from thick-slice FLAIR labels.",
              "", "## Command that produced these weights", "", "```", card["command"], "```", "",
+             *_first_step_lines(card),
              f"Training subjects: {card['n_subjects']}; training time {card['train_seconds']} s on this machine.",
              f"Labels dropped by the two-step procedure: {', '.join(card['dropped_by_two_step']) or 'none'}.",
              *_recalibration_lines(card.get("label_recalibration", {})), "",
@@ -210,6 +242,13 @@ def _model_card(card: dict) -> str:
               "Trained on synthetic subjects only (MNI152 anatomy under smooth deformations with drawn lesions);",
               "real scans differ in contrast, lesion shape and artefacts. Check the QC pictures.", ""]
     return "\n".join(lines)
+
+
+def _first_step_lines(card: dict) -> list[str]:
+    if card["first_step_command"] == card["command"]:
+        return []
+    return ["Its first step (wmh_t1_step1.pt, given by --first-step) came from:", "", "```",
+            card["first_step_command"], "```", ""]
 
 
 def _recalibration_lines(fits: dict) -> list[str]:

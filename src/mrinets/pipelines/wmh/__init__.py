@@ -90,14 +90,15 @@ def save_weights(model: torch.nn.Module, config: WmhTrainConfig, path: str | Pat
 
 
 def train(subjects: Sequence[TrainingSubject], config: WmhTrainConfig, *,
-          on_first=None) -> tuple[torch.nn.Module, dict, torch.nn.Module]:
+          first: torch.nn.Module | None = None, on_first=None) -> tuple[torch.nn.Module, dict, torch.nn.Module]:
     """Train on prepared subjects (two-step when ``config.two_step``).
 
     Returns the final network, a report, and the first-step network;
-    ``on_first(model)`` is called as soon as the first step is trained.
+    ``first`` reuses a first step trained on the same subjects and settings;
+    ``on_first(model)`` is called as soon as the first step exists.
     """
     start = time.perf_counter()
-    model, report, first = train_two_step(list(subjects), config, on_first=on_first)
+    model, report, first = train_two_step(list(subjects), config, first=first, on_first=on_first)
     report["train_seconds"] = round(time.perf_counter() - start, 1)
     report["config"] = asdict(config)
     return model, report, first

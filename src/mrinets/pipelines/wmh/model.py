@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ class WmhTrainConfig:
     seed: int = 0
     sr_threshold: float = 0.45
     temperature: float = 0.1
+    second_temperature: float | None = None
     two_step: bool = True
     recalibrate: bool = True
     drop_ratio: float = 0.25
@@ -57,6 +58,8 @@ class WmhTrainConfig:
         self.channels = tuple(int(c) for c in self.channels)
         self.patch_size = tuple(int(p) for p in self.patch_size)
         self.block = tuple(int(b) for b in self.block)
+        if not self.temperature > 0 or (self.second_temperature is not None and not self.second_temperature > 0):
+            raise ValueError("temperatures must be positive")
 
 
 def build_network(channels) -> UNet3D:
@@ -212,7 +215,12 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
     by all the others, sees. (A robust z-score does not separate them: clean
     labels of small lesion loads already spread the agreements widely.) The
     second run starts afresh with as many patches as the first, so both steps
-    have the same budget. ``first`` reuses an already trained first step;
+    have the same budget. Its rater model can be sharper
+    (``config.second_temperature``): once each label has its own threshold,
+    a thick voxel left unmarked only says its lesion share stayed under that
+    threshold, and a fuzzy rater model would keep pushing it towards zero,
+    erasing thin lesions that lie along the slices (the roofs and floors of
+    the ventricles). ``first`` reuses an already trained first step;
     ``on_first(model)`` is called once it exists (to save it).
 
     Returns the final network, a report (agreements, fits, dropped labels) and
@@ -243,5 +251,6 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
         report["recalibration"] = fits
     log.info("two-step: %d of %d labels kept (median agreement %.3f)", n_kept, len(subjects), median)
     per_subject = int(np.ceil(config.samples_per_subject * len(subjects) / max(n_kept, 1)))
-    second = train_network(kept, config, samples_per_subject=per_subject, seed_offset=1)
+    second_config = replace(config, temperature=config.second_temperature or config.temperature)
+    second = train_network(kept, second_config, samples_per_subject=per_subject, seed_offset=1)
     return second, report, first
