@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrinets.data.atlas import REGION_NAMES, mni_anatomy, quadrants
+from mrinets.data.atlas import REGION_NAMES, mni_anatomy, mni_regions, quadrants
 from mrinets.data.phantoms.wmh import make_wmh_subject
 
 CROP = ((40, 160), (60, 180), (70, 130))
@@ -32,6 +32,14 @@ def test_regions_have_plausible_sizes_and_order():
     assert 50 < volumes["periventricular"] < 250
     assert 20 < volumes["inner_grey"] < 80
     assert volumes["infracortical"] > volumes["deep_white"] > volumes["periventricular"]
+
+
+def test_packaged_regions_equal_the_derived_ones():
+    # After a change to mni_anatomy, rewrite the file with mrinets.data.atlas.write_mni_regions().
+    labels, affine = mni_regions()
+    anatomy = mni_anatomy()
+    np.testing.assert_array_equal(labels, anatomy.regions)
+    np.testing.assert_allclose(affine, anatomy.affine)
 
 
 def test_quadrants_split_by_side_and_central_plane():

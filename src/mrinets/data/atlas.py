@@ -2,9 +2,15 @@
 
 Everything is derived from the shipped template (no atlas download) and cached:
 the WMH phantom places its periventricular lesions with these distances, and
-the WMH pipeline reports lesion volumes in these regions.
+the WMH pipeline reports lesion volumes in these regions. The region map is
+also packaged (``mni152_wmh_regions.nii.gz``, written by
+:func:`write_mni_regions`; a test checks it still equals the derivation), so
+that one prediction does not spend seconds on distance transforms. It derives
+from the ICBM 2009a template (Copyright (C) 1993-2009 Louis Collins, McConnell
+Brain Imaging Centre, Montreal Neurological Institute, McGill University), whose
+licence allows copies that carry this notice.
 
-Regions (labels of :func:`wmh_regions`)
+Regions (labels of :func:`mni_regions`)
 ---------------------------------------
 1. periventricular: brain within ``PERIVENTRICULAR_MM`` of the lateral ventricles
    (the 10 mm rule of DeCarli et al. 2005);
@@ -21,19 +27,21 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from mrinets.data.templates import load_mni
 
-__all__ = ["MniAnatomy", "mni_anatomy", "REGION_NAMES", "QUADRANT_NAMES", "quadrants", "PERIVENTRICULAR_MM",
+__all__ = ["MniAnatomy", "mni_anatomy", "mni_regions", "write_mni_regions", "REGIONS_FILE", "REGION_NAMES", "QUADRANT_NAMES", "quadrants", "PERIVENTRICULAR_MM",
            "INFRACORTICAL_MM"]
 
 REGION_NAMES = ("periventricular", "deep_white", "infracortical", "inner_grey")
 QUADRANT_NAMES = ("left_frontal", "left_posterior", "right_frontal", "right_posterior")
 PERIVENTRICULAR_MM = 10.0
 INFRACORTICAL_MM = 4.0
+REGIONS_FILE = Path(__file__).with_name("mni152_wmh_regions.nii.gz")
 
 
 @dataclass(frozen=True)
@@ -92,3 +100,23 @@ def mni_anatomy() -> MniAnatomy:
     regions[ventricles] = 0
     return MniAnatomy(ventricles=ventricles, ventricle_distance_mm=vent_dist, cortex_distance_mm=cortex_dist,
                       regions=regions, affine=mni.affine.copy())
+
+
+@functools.lru_cache(maxsize=1)
+def mni_regions() -> tuple[np.ndarray, np.ndarray]:
+    """The region labels of :func:`mni_anatomy` and their affine, read from the packaged map."""
+    import nibabel as nib
+
+    img = nib.load(REGIONS_FILE)
+    return np.asarray(img.dataobj, dtype=np.uint8), img.affine
+
+
+def write_mni_regions(path: str | Path = REGIONS_FILE) -> Path:
+    """Derive the region labels from the template and write them (after a change to :func:`mni_anatomy`)."""
+    import nibabel as nib
+
+    anatomy = mni_anatomy()
+    img = nib.Nifti1Image(anatomy.regions.astype(np.uint8), anatomy.affine)
+    img.header.set_data_dtype(np.uint8)
+    nib.save(img, path)
+    return Path(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrinets.data.atlas import QUADRANT_NAMES, REGION_NAMES, mni_anatomy, quadrants
+from mrinets.data.atlas import QUADRANT_NAMES, REGION_NAMES, mni_regions, quadrants
 from mrinets.errors import ArgumentError
 from mrinets.io import OutputStage, write_json, write_text
 from mrinets.io.nifti import Image, save
@@ -196,9 +196,9 @@ def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | Non
         prob = np.clip(from_grid(prob_box, t1.affine, t1.spatial_shape, to_mni, order=1), 0.0, 1.0)
     mask = prob >= config.threshold
 
-    anatomy = mni_anatomy()
+    mni_labels, mni_affine = mni_regions()
     subject_in_mni = to_mni @ t1.affine
-    regions = affine_resample(anatomy.regions, anatomy.affine, subject_in_mni, t1.spatial_shape, order=0)
+    regions = affine_resample(mni_labels, mni_affine, subject_in_mni, t1.spatial_shape, order=0)
     regions = regions.astype(np.uint8)
     idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in t1.spatial_shape], indexing="ij"), -1)
     quadrant = quadrants(idx @ subject_in_mni[:3, :3].T.astype(np.float32) + subject_in_mni[:3, 3])
