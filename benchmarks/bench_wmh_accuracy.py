@@ -46,7 +46,7 @@ from mrinets.pipelines.wmh.segment import baseline_grid
 
 def calibrate_baseline(subjects) -> tuple[float, dict]:
     scores = {}
-    for k in (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0):
+    for k in (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0):
         scores[k] = float(np.mean([dice(baseline_grid(s.image, k) > 0, s.truth >= 0.5) for s in subjects]))
     return max(scores, key=scores.get), scores
 
