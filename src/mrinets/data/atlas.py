@@ -34,8 +34,8 @@ from scipy import ndimage
 
 from mrinets.data.templates import load_mni
 
-__all__ = ["MniAnatomy", "mni_anatomy", "mni_regions", "write_mni_regions", "REGIONS_FILE", "REGION_NAMES", "QUADRANT_NAMES", "quadrants", "PERIVENTRICULAR_MM",
-           "INFRACORTICAL_MM"]
+__all__ = ["MniAnatomy", "mni_anatomy", "mni_regions", "write_mni_regions", "REGIONS_FILE", "REGION_NAMES",
+           "QUADRANT_NAMES", "quadrants", "PERIVENTRICULAR_MM", "INFRACORTICAL_MM"]
 
 REGION_NAMES = ("periventricular", "deep_white", "infracortical", "inner_grey")
 QUADRANT_NAMES = ("left_frontal", "left_posterior", "right_frontal", "right_posterior")
