@@ -78,7 +78,7 @@ def main() -> None:
     naive_file = out / _file(NAIVE)
     if args.resume and naive_file.is_file():
         naive = _load(naive_file, config)
-        logging.info("reused %s", naive_file)
+        print(f"reused {naive_file}")
     else:
         naive = train_network(subjects, replace(config, loss="naive"))
         torch.save(naive.state_dict(), naive_file)
