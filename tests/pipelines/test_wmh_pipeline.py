@@ -247,35 +247,13 @@ def test_cli_train_on_user_pairs(tmp_path):
     # A second step retrained on the first one: the card names both commands, the first step keeps its own.
     again = tmp_path / "again"
     assert main(["wmh", "train", "--out", str(again), "--first-step", str(out / "wmh_t1_step1.pt"),
-                 "--second-temperature", "0.05", "--edge-weight", "2", *common]) == 0
+                 "--second-temperature", "0.05", *common]) == 0
     card = wmh.load_model(again / "wmh_t1.pt").card
     assert "--first-step" in card["command"] and "--second-temperature 0.05" in card["command"]
-    assert "--edge-weight 2 --edge-sigma 0.1" in card["command"] and card["config"]["edge_weight"] == 2.0
     assert card["first_step_command"] == wmh.load_model(out / "wmh_t1.pt").card["command"]
     assert card["config"]["second_temperature"] == 0.05
     assert wmh.load_model(again / "wmh_t1_step1.pt").card == wmh.load_model(out / "wmh_t1_step1.pt").card
     assert "Its first step" in (again / "wmh_t1.md").read_text()
-
-
-def test_cli_train_refuses_a_negative_edge_weight(tmp_path, capsys):
-    out = tmp_path / "model"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--edge-weight", "-1"])
-    assert exit_info.value.code == 2 and "--edge-weight" in capsys.readouterr().err and not out.exists()
-
-
-def test_edge_term_joins_the_super_resolution_loss(subject):
-    from mrinets.pipelines.wmh.data import SliceLabelPatches
-    from mrinets.pipelines.wmh.model import _loss_fn, build_network
-
-    data = SliceLabelPatches([subject], TINY["patch_size"], 2, block=TINY["block"])
-    batch = {k: torch.stack([data[i][k] for i in range(2)]) for k in data[0]}
-    torch.manual_seed(0)
-    network = build_network(TINY["channels"])
-    with torch.no_grad():
-        plain = float(_loss_fn(WmhTrainConfig(**TINY))(network, batch))
-        with_edges = float(_loss_fn(WmhTrainConfig(**{**TINY, "edge_weight": 5.0}))(network, batch))
-    assert with_edges > plain
 
 
 def test_cli_train_refuses_a_file_that_is_not_a_first_step(tmp_path, tiny_weights, capsys):
@@ -303,8 +281,6 @@ def test_second_step_trains_with_its_own_temperature(subject, monkeypatch):
     assert seen == [0.03, 0.1, 0.03]
     with pytest.raises(ValueError, match="positive"):
         WmhTrainConfig(second_temperature=0.0)
-    with pytest.raises(ValueError, match="edge_weight"):
-        WmhTrainConfig(edge_weight=-1.0)
 
 
 def test_recalibration_finds_a_label_pose_error_and_its_rater_threshold(subject):

@@ -9,7 +9,7 @@ import torch
 from mrinets.pipelines.wmh.data import SliceLabelPatches, TrainingSubject
 from mrinets.pipelines.wmh.grid import GRID_SHAPE
 from mrinets.physics.sampling import slice_profile
-from mrinets.training.losses import acquire, edge_aware_smoothness, super_resolution_loss
+from mrinets.training.losses import acquire, super_resolution_loss
 
 
 def _subject(label_to_grid: np.ndarray, image: np.ndarray, label_shape=(60, 60, 12)) -> TrainingSubject:
@@ -94,23 +94,3 @@ def test_per_sample_thresholds_match_a_shared_one():
     each = super_resolution_loss(logits, grid, weights, label, valid, threshold=torch.tensor([0.3, 0.3]))
     other = super_resolution_loss(logits, grid, weights, label, valid, threshold=torch.tensor([0.3, 0.6]))
     assert float(each) == pytest.approx(float(shared)) and float(other) != pytest.approx(float(shared))
-
-
-def test_edge_aware_smoothness_prefers_boundaries_on_image_edges():
-    # A dark slab (x < 6) in a bright image; a predicted slab ending on the image edge costs less than one
-    # ending two voxels inside the flat part, and nothing is charged outside the image's support.
-    image = torch.ones(1, 1, 12, 8, 8)
-    image[:, :, :6] = 0.5
-    on_edge = torch.zeros_like(image)
-    on_edge[:, :, :6] = 1.0
-    past_edge = torch.zeros_like(image)
-    past_edge[:, :, :8] = 1.0
-    cost_on, cost_past = (float(edge_aware_smoothness(p, image, 0.1)) for p in (on_edge, past_edge))
-    assert cost_on < 1e-3 < cost_past
-    assert float(edge_aware_smoothness(torch.full_like(image, 0.7), image, 0.1)) == 0.0
-    outside = image.clone()
-    outside[:, :, 7:] = 0.0
-    assert float(edge_aware_smoothness(past_edge, outside, 0.1)) == pytest.approx(0.0, abs=1e-6)
-    prob = past_edge.clone().requires_grad_(True)
-    edge_aware_smoothness(prob, image, 0.1).backward()
-    assert prob.grad.abs().sum() > 0

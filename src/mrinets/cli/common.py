@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["add_common", "finite_float", "non_negative_float", "positive_float"]
+__all__ = ["add_common", "finite_float", "positive_float"]
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -22,14 +22,6 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A finite float of zero or more."""
-    value = finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
 
 

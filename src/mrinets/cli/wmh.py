@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mrinets.cli.common import add_common, finite_float, non_negative_float, positive_float
+from mrinets.cli.common import add_common, finite_float, positive_float
 
 NAME = "wmh"
 CARD_BASELINE_K = 3.0
@@ -53,10 +53,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="second step: keep each label's pose and the default threshold (only drop outliers)")
     t.add_argument("--second-temperature", type=positive_float,
                    help="second step: temperature of the rater model (default: the first step's, 0.1)")
-    t.add_argument("--edge-weight", type=non_negative_float, default=0.0,
-                   help="weight of the edge-aware smoothness term added to the super-resolution loss (0: off)")
-    t.add_argument("--edge-sigma", type=positive_float, default=0.1,
-                   help="intensity step (normalised T1, white matter = 1) at which a boundary gets cheap")
     t.add_argument("--first-step", help="wmh_t1_step1.pt of an earlier run on the same subjects and settings: "
                                         "reuse it instead of training the first step")
     t.add_argument("--epochs", type=int, default=8)
@@ -141,7 +137,7 @@ def _train(args: argparse.Namespace) -> int:
     config = wmh.WmhTrainConfig(loss=args.loss, epochs=args.epochs, samples_per_subject=args.samples_per_subject,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, two_step=not args.one_step,
                                 recalibrate=not args.no_recalibrate, second_temperature=args.second_temperature,
-                                edge_weight=args.edge_weight, edge_sigma=args.edge_sigma, device=args.device, quiet=args.quiet)
+                                device=args.device, quiet=args.quiet)
     first = None
     if args.first_step:
         if args.one_step:
@@ -196,8 +192,6 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--no-recalibrate")
     if args.second_temperature is not None:
         argv += ["--second-temperature", f"{args.second_temperature:g}"]
-    if args.edge_weight:
-        argv += ["--edge-weight", f"{args.edge_weight:g}", "--edge-sigma", f"{args.edge_sigma:g}"]
     if args.first_step:
         argv += ["--first-step", args.first_step]
     return argv

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["acquire", "soft_dice_loss", "segmentation_loss", "super_resolution_loss", "edge_aware_smoothness"]
+__all__ = ["acquire", "soft_dice_loss", "segmentation_loss", "super_resolution_loss"]
 
 
 def acquire(prob: torch.Tensor, grid: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -102,25 +102,3 @@ def super_resolution_loss(
     if sample_weight is not None:
         per_sample = per_sample * sample_weight
     return per_sample.mean() + soft_dice_loss(torch.sigmoid(score), label, valid)
-
-
-def edge_aware_smoothness(prob: torch.Tensor, image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Boundary length of ``prob`` weighted by how alike the image is across it.
-
-    The mean over face-neighbour pairs inside the image's support of
-    ``exp(-(I_i - I_j)^2 / 2 sigma^2) |p_i - p_j|``: a boundary costs little
-    where the image steps and much where it is flat, so a weak label's
-    freedom (where inside a thick slice a lesion ends) is settled by the image
-    edges, as in the regularised losses of weakly supervised segmentation
-    (Tang et al., ECCV 2018). ``prob`` and ``image`` are (N, 1, X, Y, Z).
-    """
-    total, count = prob.new_zeros(()), prob.new_zeros(())
-    for axis in (2, 3, 4):
-        n = prob.shape[axis] - 1
-        dp = (prob.narrow(axis, 1, n) - prob.narrow(axis, 0, n)).abs()
-        a, b = image.narrow(axis, 1, n), image.narrow(axis, 0, n)
-        inside = ((a > 0) & (b > 0)).to(prob.dtype)
-        weight = torch.exp(-((a - b) ** 2) / (2.0 * sigma**2)) * inside
-        total = total + (weight * dp).sum()
-        count = count + inside.sum()
-    return total / count.clamp(min=1.0)

@@ -18,7 +18,7 @@ from mrinets.pipelines.wmh.data import (NaiveLabelPatches, SliceLabelPatches, Tr
 from mrinets.pipelines.wmh.grid import GRID_AFFINE
 from mrinets.training.engine import TrainConfig, Trainer
 from mrinets.training.inference import predict_volume
-from mrinets.training.losses import edge_aware_smoothness, segmentation_loss, super_resolution_loss
+from mrinets.training.losses import segmentation_loss, super_resolution_loss
 
 __all__ = ["WmhTrainConfig", "build_network", "train_network", "train_two_step", "predict_grid",
            "predict_logits", "acquire_label", "label_agreement", "recalibrate_label", "LOSSES"]
@@ -43,8 +43,6 @@ class WmhTrainConfig:
     sr_threshold: float = 0.45
     temperature: float = 0.1
     second_temperature: float | None = None
-    edge_weight: float = 0.0
-    edge_sigma: float = 0.1
     two_step: bool = True
     recalibrate: bool = True
     drop_ratio: float = 0.25
@@ -62,8 +60,6 @@ class WmhTrainConfig:
         self.block = tuple(int(b) for b in self.block)
         if not self.temperature > 0 or (self.second_temperature is not None and not self.second_temperature > 0):
             raise ValueError("temperatures must be positive")
-        if not self.edge_weight >= 0 or not self.edge_sigma > 0:
-            raise ValueError("edge_weight must be non-negative and edge_sigma positive")
 
 
 def build_network(channels) -> UNet3D:
@@ -176,14 +172,9 @@ def _loss_fn(config: WmhTrainConfig):
         return naive
 
     def sr(model, batch):
-        logits = model(batch["image"])
-        loss = super_resolution_loss(logits, batch["grid"], batch["profile"], batch["label"], batch["valid"],
-                                     threshold=batch["threshold"], temperature=config.temperature,
+        return super_resolution_loss(model(batch["image"]), batch["grid"], batch["profile"], batch["label"],
+                                     batch["valid"], threshold=batch["threshold"], temperature=config.temperature,
                                      sample_weight=batch["weight"])
-        if config.edge_weight:
-            loss = loss + config.edge_weight * edge_aware_smoothness(torch.sigmoid(logits), batch["image"],
-                                                                     config.edge_sigma)
-        return loss
     return sr
 
 
