@@ -144,6 +144,13 @@ def test_cli_predict_two_subjects_writes_cohort_csv(tmp_path, tiny_weights):
     assert (out / "sub-2_T1w_wmh_qc.png").is_file()
     mask = nib.load(out / "sub-1_T1w_wmh_mask.nii.gz")
     np.testing.assert_allclose(mask.affine, nib.load(paths[0]).affine, atol=1e-5)
+    # Without the mirror pass the network answers alone: another map on the same grid.
+    bare = tmp_path / "bare"
+    assert main(["wmh", "predict", paths[0], "--out", str(bare), "--weights", str(tiny_weights), "--quiet",
+                 "--device", "cpu", "--no-flip"]) == 0
+    averaged, alone = (nib.load(d / "sub-1_T1w_wmh_prob.nii.gz") for d in (out, bare))
+    np.testing.assert_allclose(alone.affine, averaged.affine, atol=1e-5)
+    assert np.abs(alone.get_fdata() - averaged.get_fdata()).max() > 1e-3
 
 
 @pytest.mark.parametrize("case", ["4d", "2d", "empty", "noise"])
@@ -298,3 +305,18 @@ def test_recalibration_finds_a_label_pose_error_and_its_rater_threshold(subject)
     assert np.abs(fit["shift_mm"][1:]).max() < 0.4 and np.abs(fit["angles_deg"]).max() < 0.5
     assert fit["threshold"] == pytest.approx(0.6, abs=0.1)
     assert label_agreement(subject.truth, fixed) > 0.9 > label_agreement(subject.truth, wrong)
+
+
+def test_flip_averaging_makes_the_answer_mirror_symmetric():
+    from mrinets.pipelines.wmh.model import build_network
+    from mrinets.pipelines.wmh.segment import WmhModel, box_logits
+
+    torch.manual_seed(0)
+    model = WmhModel(build_network(TINY["channels"]).eval(), TINY["patch_size"], {})
+    box = np.random.default_rng(0).random(TINY["patch_size"]).astype(np.float32)
+    mirror = np.ascontiguousarray(box[::-1])
+    averaged, averaged_mirror = box_logits(model, box), box_logits(model, mirror)
+    np.testing.assert_allclose(averaged_mirror, averaged[::-1], atol=1e-5)
+    bare, bare_mirror = box_logits(model, box, flip=False), box_logits(model, mirror, flip=False)
+    assert np.abs(bare_mirror - bare[::-1]).max() > 1e-3
+    np.testing.assert_allclose(averaged, 0.5 * (bare + bare_mirror[::-1]), atol=1e-5)

@@ -33,6 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the network, or the classic intensity rule (darker than white matter by k SD)")
     p.add_argument("--baseline-k", type=finite_float, default=3.0, help="k of the baseline rule")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-flip", action="store_true",
+                   help="skip the left-right mirror pass averaged with the network's answer (half the network "
+                        "time, about 0.02 lower Dice on validation phantoms)")
     p.add_argument("--no-qc", action="store_true", help="skip the QC pictures")
     add_common(p)
     p.set_defaults(func=_predict)
@@ -81,7 +84,7 @@ def _predict(args: argparse.Namespace) -> int:
     from mrinets.pipelines import wmh
 
     config = wmh.WmhConfig(weights=args.weights, threshold=args.threshold, method=args.method,
-                           baseline_k=args.baseline_k, device=args.device)
+                           baseline_k=args.baseline_k, device=args.device, flip=not args.no_flip)
     images = [load(path, ndim=3) for path in args.t1]
     names = [im.name for im in images]
     if len(set(names)) != len(names):
