@@ -320,3 +320,11 @@ def test_flip_averaging_makes_the_answer_mirror_symmetric():
     bare, bare_mirror = box_logits(model, box, flip=False), box_logits(model, mirror, flip=False)
     assert np.abs(bare_mirror - bare[::-1]).max() > 1e-3
     np.testing.assert_allclose(averaged, 0.5 * (bare + bare_mirror[::-1]), atol=1e-5)
+
+
+def test_model_card_says_whether_held_out_scores_used_the_mirror_pass():
+    from mrinets.cli.wmh import _model_card
+
+    card = dict(wmh.load_model().card)
+    assert "without `predict`'s left-right mirror pass" in _model_card(card)
+    assert "), with `predict`'s left-right mirror pass" in _model_card({**card, "held_out_mirror_pass": True})

@@ -173,6 +173,7 @@ def _train(args: argparse.Namespace) -> int:
                                        baseline_k=CARD_BASELINE_K, device=args.device)
         card["held_out"] = scores["summary"]
         card["held_out_seeds"] = test_seeds
+        card["held_out_mirror_pass"] = True
         report["held_out"] = scores
     weights = wmh.save_weights(model, config, out / "wmh_t1.pt", card)
     write_json(out / "train_report.json", report)
@@ -235,7 +236,9 @@ def _model_card(card: dict) -> str:
              "## Configuration", "", "```json", json.dumps(card["config"], indent=2), "```", ""]
     if "held_out" in card:
         lines += ["## Held-out phantoms (scored at 1 mm against the high-resolution truth, registration included)",
-                  "", f"Seeds {card['held_out_seeds'][0]}..{card['held_out_seeds'][-1]} (never used in training).",
+                  "", f"Seeds {card['held_out_seeds'][0]}..{card['held_out_seeds'][-1]} (never used in training), "
+                  + ("with" if card.get("held_out_mirror_pass") else "without")
+                  + " `predict`'s left-right mirror pass.",
                   "", "| method | Dice | lesion TPR | lesion FPR | volume r | volume bias (mL) |",
                   "|---|---|---|---|---|---|"]
         for name, s in card["held_out"].items():
@@ -251,10 +254,11 @@ def _model_card(card: dict) -> str:
 
 
 def _first_step_lines(card: dict) -> list[str]:
-    if card["first_step_command"] == card["command"]:
+    # Cards written before --first-step existed trained both steps in one run.
+    first = card.get("first_step_command", card["command"])
+    if first == card["command"]:
         return []
-    return ["Its first step (wmh_t1_step1.pt, given by --first-step) came from:", "", "```",
-            card["first_step_command"], "```", ""]
+    return ["Its first step (wmh_t1_step1.pt, given by --first-step) came from:", "", "```", first, "```", ""]
 
 
 def _recalibration_lines(fits: dict) -> list[str]:
