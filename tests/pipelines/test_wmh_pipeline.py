@@ -328,3 +328,9 @@ def test_model_card_says_whether_held_out_scores_used_the_mirror_pass():
     card = dict(wmh.load_model().card)
     assert "without `predict`'s left-right mirror pass" in _model_card(card)
     assert "), with `predict`'s left-right mirror pass" in _model_card({**card, "held_out_mirror_pass": True})
+
+
+def test_evaluate_phantoms_records_whether_the_mirror_pass_was_used(tiny_weights):
+    model = wmh.load_model(tiny_weights)
+    scores = wmh.evaluate_phantoms({"net": model}, [7], baseline_k=None, register=False, device="cpu", flip=False)
+    assert scores["mirror_pass"] is False and 0.0 <= scores["summary"]["net"]["dice_mean"] <= 1.0

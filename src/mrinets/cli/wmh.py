@@ -173,7 +173,7 @@ def _train(args: argparse.Namespace) -> int:
                                        baseline_k=CARD_BASELINE_K, device=args.device)
         card["held_out"] = scores["summary"]
         card["held_out_seeds"] = test_seeds
-        card["held_out_mirror_pass"] = True
+        card["held_out_mirror_pass"] = scores["mirror_pass"]
         report["held_out"] = scores
     weights = wmh.save_weights(model, config, out / "wmh_t1.pt", card)
     write_json(out / "train_report.json", report)

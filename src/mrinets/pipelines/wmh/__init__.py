@@ -147,4 +147,4 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
             **{f"volume_{k}": v for k, v in volume_agreement([r["pred_ml"] for r in rows],
                                                              [r["true_ml"] for r in rows]).items()},
         }
-    return {"seeds": list(seeds), "summary": summary, "subjects": per_subject}
+    return {"seeds": list(seeds), "mirror_pass": flip, "summary": summary, "subjects": per_subject}
