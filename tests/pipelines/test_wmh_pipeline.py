@@ -261,6 +261,13 @@ def test_cli_train_on_user_pairs(tmp_path):
     assert card["config"]["second_temperature"] == 0.05
     assert wmh.load_model(again / "wmh_t1_step1.pt").card == wmh.load_model(out / "wmh_t1_step1.pt").card
     assert "Its first step" in (again / "wmh_t1.md").read_text()
+    # A further step fits the labels against that final network; the card names the whole chain.
+    third = tmp_path / "third"
+    assert main(["wmh", "train", "--out", str(third), "--first-step", str(again / "wmh_t1.pt"), *common]) == 0
+    card = wmh.load_model(third / "wmh_t1.pt").card
+    assert card["first_step_command"] == wmh.load_model(again / "wmh_t1.pt").card["command"]
+    assert card["first_step_first_step_command"] == wmh.load_model(out / "wmh_t1.pt").card["command"]
+    assert "That network was itself the second step" in (third / "wmh_t1.md").read_text()
 
 
 def test_cli_train_refuses_a_file_that_is_not_a_first_step(tmp_path, tiny_weights, capsys):

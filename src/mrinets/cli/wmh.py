@@ -56,8 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="second step: keep each label's pose and the default threshold (only drop outliers)")
     t.add_argument("--second-temperature", type=positive_float,
                    help="second step: temperature of the rater model (default: the first step's, 0.1)")
-    t.add_argument("--first-step", help="wmh_t1_step1.pt of an earlier run on the same subjects and settings: "
-                                        "reuse it instead of training the first step")
+    t.add_argument("--first-step", help="a network from an earlier run on the same subjects and settings, "
+                                        "used instead of training the first step: its wmh_t1_step1.pt, or its "
+                                        "final wmh_t1.pt for a further step (labels fitted against it)")
     t.add_argument("--epochs", type=int, default=8)
     t.add_argument("--samples-per-subject", type=int, default=48, help="patches per subject and epoch")
     t.add_argument("--batch-size", type=int, default=4)
@@ -164,6 +165,8 @@ def _train(args: argparse.Namespace) -> int:
     model, report, _ = wmh.train(subjects, config, first=None if first is None else first.network,
                                  on_first=save_first if config.two_step else None)
     card = {"command": command, "first_step_command": first_card["command"].removeprefix("first step of: "),
+            **({"first_step_first_step_command": first_card["first_step_command"]}
+               if first_card.get("first_step_command", first_card["command"]) != first_card["command"] else {}),
             "train_seconds": report["train_seconds"], "config": report["config"],
             "dropped_by_two_step": report.get("dropped", []), "n_subjects": len(subjects),
             "label_recalibration": report.get("recalibration", {})}
@@ -209,8 +212,9 @@ def _load_first_step(path: str, config):
         model = wmh.load_model(path)
     except ArgumentError as exc:
         raise ArgumentError("--first-step", exc.problem) from None
-    if tuple(model.patch_size) != config.patch_size or not model.card.get("command", "").startswith("first step"):
-        raise ArgumentError("--first-step", f"{path} is not a first step saved by `mrinets wmh train`")
+    if tuple(model.patch_size) != config.patch_size or not model.card.get("command", "").startswith(
+            ("first step of: mrinets wmh train", "mrinets wmh train")):
+        raise ArgumentError("--first-step", f"{path} is not a network saved by `mrinets wmh train`")
     return model
 
 
@@ -258,7 +262,12 @@ def _first_step_lines(card: dict) -> list[str]:
     first = card.get("first_step_command", card["command"])
     if first == card["command"]:
         return []
-    return ["Its first step (wmh_t1_step1.pt, given by --first-step) came from:", "", "```", first, "```", ""]
+    lines = ["Its first step (wmh_t1_step1.pt, given by --first-step) came from:", "", "```", first, "```", ""]
+    earlier = card.get("first_step_first_step_command")
+    if earlier:
+        lines += ["That network was itself the second step of one whose first step came from:", "", "```", earlier,
+                  "```", ""]
+    return lines
 
 
 def _recalibration_lines(fits: dict) -> list[str]:
