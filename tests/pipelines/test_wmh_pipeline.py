@@ -14,7 +14,7 @@ from mrinets.data.phantoms.wmh import make_wmh_subject
 from mrinets.io.nifti import from_array
 from mrinets.metrics.segmentation import dice
 from mrinets.pipelines import wmh
-from mrinets.pipelines.wmh.grid import GRID_SHAPE, from_grid, to_grid
+from mrinets.pipelines.wmh.grid import GRID_SHAPE, from_grid, grid_brain, grid_search, grid_wm, to_grid
 from mrinets.pipelines.wmh.model import WmhTrainConfig, acquire_label, label_agreement, recalibrate_label
 
 CROP = ((30, 170), (40, 200), (60, 140))
@@ -77,6 +77,17 @@ def test_cubic_round_trip_keeps_small_lesions(phantom):
         back = from_grid(box, phantom.t1_affine, truth.shape, to_mni, order=order)
         scores[order] = dice(back >= 0.5, truth)
     assert scores[3] > 0.9 and scores[3] > scores[1] + 0.05
+
+
+def test_search_region_leaves_out_only_the_brain_surface():
+    from scipy import ndimage
+
+    brain, search, wm = grid_brain(), grid_search(), grid_wm() > 0.5
+    # The box cuts the brain at its faces: that cut is not the brain's surface (border_value=1).
+    surface = brain & ~ndimage.binary_erosion(brain, border_value=1)
+    deep = ndimage.binary_erosion(brain, iterations=5, border_value=1)
+    assert not (search & ~brain).any() and not (search & surface).any()
+    assert search[deep].all() and search[wm].mean() > 0.999
 
 
 def test_prepared_subject_ties_label_to_box(subject):

@@ -16,11 +16,12 @@ from scipy import ndimage
 from mrinets.data.templates import load_mni
 from mrinets.physics.sampling import affine_resample
 
-__all__ = ["GRID_SHAPE", "GRID_AFFINE", "to_grid", "from_grid", "grid_brain", "grid_masks", "grid_wm",
-           "normalise"]
+__all__ = ["GRID_SHAPE", "GRID_AFFINE", "SURFACE_MM", "to_grid", "from_grid", "grid_brain", "grid_search",
+           "grid_masks", "grid_wm", "normalise"]
 
 GRID_SHAPE = (184, 202, 72)
 GRID_AFFINE = np.array([[1.0, 0.0, 0.0, -93.0], [0.0, 1.0, 0.0, -117.0], [0.0, 0.0, 1.5, -33.0], [0.0, 0.0, 0.0, 1.0]])
+SURFACE_MM = 3.0
 
 
 def to_grid(data: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, *, order: int = 1) -> np.ndarray:
@@ -39,6 +40,18 @@ def grid_brain() -> np.ndarray:
     """The template's brain mask in the box: lesions are looked for only there."""
     mni = load_mni()
     return affine_resample(mni.mask.data, mni.affine, GRID_AFFINE, GRID_SHAPE, order=1) > 0.5
+
+
+@functools.lru_cache(maxsize=1)
+def grid_search() -> np.ndarray:
+    """Where lesions are looked for: the template brain without its outer ``SURFACE_MM`` (cortex and pia).
+
+    White-matter lesions do not reach the brain's surface (FSL BIANCA's
+    lesion mask leaves out the cortex for the same reason); there a real T1's
+    skull and sulcal CSF, which the phantoms lack, are the network's false
+    positives.
+    """
+    return ndimage.distance_transform_edt(grid_brain(), sampling=np.diag(GRID_AFFINE)[:3]) >= SURFACE_MM
 
 
 @functools.lru_cache(maxsize=1)

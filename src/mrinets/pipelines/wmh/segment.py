@@ -15,7 +15,7 @@ from mrinets.errors import ArgumentError
 from mrinets.io import OutputStage, write_json, write_text
 from mrinets.io.nifti import Image, save
 from mrinets.physics.sampling import affine_resample
-from mrinets.pipelines.wmh.grid import from_grid, grid_brain, grid_masks, grid_wm, normalise, to_grid
+from mrinets.pipelines.wmh.grid import from_grid, grid_masks, grid_search, grid_wm, normalise, to_grid
 from mrinets.pipelines.wmh.model import build_network, predict_logits
 
 __all__ = ["WmhConfig", "WmhResult", "WmhModel", "load_model", "predict", "box_logits", "baseline_grid",
@@ -200,11 +200,11 @@ def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | Non
         model = model or load_model(config.weights)
         logits = box_logits(model, box, device=str(resolve_device(config.device)), flip=config.flip)
         # The network sees the input's edge where the brain mask cuts skull and scalp on real T1s; nothing
-        # outside the template brain can be a white-matter lesion. Logits, clipped so the step at the brain's
-        # edge stays small, are carried back by cubic splines: linear interpolation of probabilities through
+        # outside the search region (grid_search) can be a white-matter lesion. Logits, clipped so the step at
+        # its edge stays small, are carried back by cubic splines: linear interpolation of probabilities through
         # two off-grid resamplings shaves the edges of small lesions (a phantom's own lesion map after the
         # round trip: Dice 0.90 linear, 0.96 cubic; test_cubic_round_trip_keeps_small_lesions).
-        logits = np.where(grid_brain(), np.clip(logits, -_LOGIT_LIMIT, _LOGIT_LIMIT), -_LOGIT_LIMIT)
+        logits = np.where(grid_search(), np.clip(logits, -_LOGIT_LIMIT, _LOGIT_LIMIT), -_LOGIT_LIMIT)
         back = from_grid(logits, t1.affine, t1.spatial_shape, to_mni, order=3, cval=-_LOGIT_LIMIT)
         prob = 1.0 / (1.0 + np.exp(-back))
     else:
