@@ -344,8 +344,11 @@ def test_model_card_says_whether_held_out_scores_used_the_mirror_pass():
     from mrinets.cli.wmh import _model_card
 
     card = dict(wmh.load_model().card)
-    assert "without `predict`'s left-right mirror pass" in _model_card(card)
     assert "), with `predict`'s left-right mirror pass" in _model_card({**card, "held_out_mirror_pass": True})
+    assert "without `predict`'s left-right mirror pass" in _model_card({**card, "held_out_mirror_pass": False})
+    # Cards written before the mirror pass existed were scored without it.
+    card.pop("held_out_mirror_pass", None)
+    assert "without `predict`'s left-right mirror pass" in _model_card(card)
 
 
 def test_evaluate_phantoms_records_whether_the_mirror_pass_was_used(tiny_weights):
