@@ -39,6 +39,15 @@ def test_target_subject_is_a_subset_of_its_full_scan(subjects):
         assert np.nanmean(np.abs(s.hq_fit[p][inside] - s.truth[p][inside])) < 0.12, p
 
 
+def test_load_model_refuses_a_file_that_is_not_weights(tmp_path):
+    from mrinets.errors import ArgumentError
+
+    bad = tmp_path / "m.pt"
+    bad.write_text("not weights\n")
+    with pytest.raises(ArgumentError, match="not an mrinets microstructure weights file"):
+        ms.load_model(bad)
+
+
 def test_training_report_and_round_trip(tmp_path, tiny_model, subjects):
     model, report = tiny_model
     assert report["stage"] == "scratch" and report["epochs_run"] == 3 and report["samples"] > 1000

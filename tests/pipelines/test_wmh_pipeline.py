@@ -179,6 +179,20 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_weights, capsys
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.parametrize("content", [b"", b"not weights\n", b"PK\x03\x04broken zip"])
+def test_cli_weights_that_are_not_a_torch_file_exit_2(tmp_path, phantom, capsys, content):
+    t1 = tmp_path / "t1.nii.gz"
+    nib.save(nib.Nifti1Image(phantom.t1, phantom.t1_affine), t1)
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(content)
+    out = tmp_path / "out"
+    assert main(["wmh", "predict", str(t1), "--out", str(out), "--weights", str(weights), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(weights) in err and not out.exists()
+    assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--first-step", str(weights)]) == 2
+    assert "--first-step" in capsys.readouterr().err and not out.exists()
+
+
 def test_cli_evaluate_scores_masks(tmp_path, capsys):
     truth = np.zeros((20, 20, 20), np.uint8)
     truth[5:10, 5:10, 5:10] = 1

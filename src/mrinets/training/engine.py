@@ -142,8 +142,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :class:`Trainer` (safe ``weights_only`` loading)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read a checkpoint or weights file saved with ``torch.save`` (safe ``weights_only`` loading).
+
+    Raises ValueError, naming the file, for anything ``torch.load`` cannot read.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a file that is not torch's raises anything from EOFError to IndexError
+        raise ValueError(f"{path} is not a file saved by torch ({type(exc).__name__})") from None
 
 
 class Trainer:

@@ -31,6 +31,7 @@ from mrinets.physics.diffusion.amico import NoddiModel
 from mrinets.pipelines.microstructure.data import PARAMETERS, interpolate_ratios, normalise_dwi, target_scheme
 from mrinets.pipelines.microstructure.model import FitConfig, NetConfig, build_network, predict_ratios
 from mrinets.preprocess.mask import gre_brain_mask
+from mrinets.training.engine import load_checkpoint
 
 __all__ = ["PARAMETERS", "DEFAULT_WEIGHTS", "OUTPUT_NAMES", "MicrostructureConfig", "MicrostructureModel",
            "MicrostructureResult", "NetConfig", "FitConfig", "load_dwi", "load_model", "save_model", "predict",
@@ -84,10 +85,13 @@ def load_model(path: str | Path | None = None) -> MicrostructureModel:
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not path.exists():
         raise ArgumentError(str(path), "weights file not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    config = NetConfig.from_dict(state["net_config"])
-    net = build_network(config)
-    net.load_state_dict(state["state_dict"])
+    try:
+        state = load_checkpoint(path)
+        config = NetConfig.from_dict(state["net_config"])
+        net = build_network(config)
+        net.load_state_dict(state["state_dict"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise ArgumentError(str(path), f"not an mrinets microstructure weights file ({str(exc).splitlines()[0]})")
     return MicrostructureModel(net.eval(), config, state.get("card", {}))
 
 

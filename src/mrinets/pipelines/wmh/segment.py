@@ -17,6 +17,7 @@ from mrinets.io.nifti import Image, save
 from mrinets.physics.sampling import affine_resample
 from mrinets.pipelines.wmh.grid import from_grid, grid_masks, grid_search, grid_wm, normalise, to_grid
 from mrinets.pipelines.wmh.model import build_network, predict_logits
+from mrinets.training.engine import load_checkpoint
 
 __all__ = ["WmhConfig", "WmhResult", "WmhModel", "load_model", "predict", "box_logits", "baseline_grid",
            "measures_table", "output_names", "bids_output_names", "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES"]
@@ -62,10 +63,10 @@ def load_model(path: str | Path | None = None) -> WmhModel:
     if not path.is_file():
         raise ArgumentError("--weights", f"{path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)
         network = build_network(state["channels"])
         network.load_state_dict(state["state_dict"])
-    except (KeyError, RuntimeError, ValueError) as exc:
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise ArgumentError("--weights", f"{path} is not an mrinets WMH weights file ({str(exc).splitlines()[0]})")
     return WmhModel(network=network.eval(), patch_size=tuple(state["patch_size"]), card=dict(state.get("card", {})))
 
