@@ -7,6 +7,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from mrinets.cli import main
 from mrinets.io.nifti import from_array
@@ -44,6 +45,9 @@ def test_load_model_refuses_a_file_that_is_not_weights(tmp_path):
 
     bad = tmp_path / "m.pt"
     bad.write_text("not weights\n")
+    with pytest.raises(ArgumentError, match="not a file saved by torch"):
+        ms.load_model(bad)
+    torch.save({"state_dict": {}}, bad)
     with pytest.raises(ArgumentError, match="not an mrinets microstructure weights file"):
         ms.load_model(bad)
 

@@ -87,6 +87,9 @@ def load_model(path: str | Path | None = None) -> MicrostructureModel:
         raise ArgumentError(str(path), "weights file not found")
     try:
         state = load_checkpoint(path)
+    except ValueError as exc:
+        raise ArgumentError(str(path), str(exc).removeprefix(f"{path} is ")) from None
+    try:
         config = NetConfig.from_dict(state["net_config"])
         net = build_network(config)
         net.load_state_dict(state["state_dict"])

@@ -64,6 +64,9 @@ def load_model(path: str | Path | None = None) -> WmhModel:
         raise ArgumentError("--weights", f"{path} does not exist")
     try:
         state = load_checkpoint(path)
+    except ValueError as exc:
+        raise ArgumentError("--weights", str(exc)) from None
+    try:
         network = build_network(state["channels"])
         network.load_state_dict(state["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
