@@ -41,11 +41,11 @@ def test_target_subject_is_a_subset_of_its_full_scan(subjects):
 
 
 def test_load_model_refuses_a_file_that_is_not_weights(tmp_path):
-    from mrinets.errors import ArgumentError
+    from mrinets.errors import ArgumentError, UnreadableFileError
 
     bad = tmp_path / "m.pt"
     bad.write_text("not weights\n")
-    with pytest.raises(ArgumentError, match="not a file saved by torch"):
+    with pytest.raises(UnreadableFileError, match="not a file saved by torch"):
         ms.load_model(bad)
     torch.save({"state_dict": {}}, bad)
     with pytest.raises(ArgumentError, match="not an mrinets microstructure weights file"):

@@ -291,8 +291,8 @@ def test_cli_train_on_user_pairs(tmp_path):
     assert main(["wmh", "train", "--out", str(third), "--first-step", str(again / "wmh_t1.pt"), *common]) == 0
     card = wmh.load_model(third / "wmh_t1.pt").card
     assert card["first_step_command"] == wmh.load_model(again / "wmh_t1.pt").card["command"]
-    assert card["first_step_first_step_command"] == wmh.load_model(out / "wmh_t1.pt").card["command"]
-    assert "That network was itself the second step" in (third / "wmh_t1.md").read_text()
+    assert card["earlier_first_step_commands"] == [wmh.load_model(out / "wmh_t1.pt").card["command"]]
+    assert "That run's own first step came from" in (third / "wmh_t1.md").read_text()
 
 
 def test_cli_train_refuses_a_file_that_is_not_a_first_step(tmp_path, tiny_weights, capsys):

@@ -165,8 +165,7 @@ def _train(args: argparse.Namespace) -> int:
     model, report, _ = wmh.train(subjects, config, first=None if first is None else first.network,
                                  on_first=save_first if config.two_step else None)
     card = {"command": command, "first_step_command": first_card["command"].removeprefix("first step of: "),
-            **({"first_step_first_step_command": first_card["first_step_command"]}
-               if first_card.get("first_step_command", first_card["command"]) != first_card["command"] else {}),
+            "earlier_first_step_commands": _earlier_first_steps(first_card),
             "train_seconds": report["train_seconds"], "config": report["config"],
             "dropped_by_two_step": report.get("dropped", []), "n_subjects": len(subjects),
             "label_recalibration": report.get("recalibration", {})}
@@ -263,11 +262,17 @@ def _first_step_lines(card: dict) -> list[str]:
     if first == card["command"]:
         return []
     lines = ["Its first step (wmh_t1_step1.pt, given by --first-step) came from:", "", "```", first, "```", ""]
-    earlier = card.get("first_step_first_step_command")
-    if earlier:
-        lines += ["That network was itself the second step of one whose first step came from:", "", "```", earlier,
-                  "```", ""]
+    for earlier in reversed(card.get("earlier_first_step_commands", [])):
+        lines += ["That run's own first step came from:", "", "```", earlier, "```", ""]
     return lines
+
+
+def _earlier_first_steps(first_card: dict) -> list[str]:
+    """The first-step commands behind a --first-step network that was itself a later step, oldest first."""
+    own = first_card.get("first_step_command", first_card["command"])
+    if own == first_card["command"]:
+        return []
+    return [*first_card.get("earlier_first_step_commands", []), own]
 
 
 def _recalibration_lines(fits: dict) -> list[str]:

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mrinets.errors import ArgumentError
+from mrinets.errors import ArgumentError, UnreadableFileError
 from mrinets.io.output import atomic_path
 
 __all__ = ["History", "TrainConfig", "Trainer", "resolve_device", "seed_everything", "load_checkpoint"]
@@ -144,12 +144,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint or weights file saved with ``torch.save`` (safe ``weights_only`` loading).
 
-    Raises ValueError, naming the file, for anything ``torch.load`` cannot read.
+    Raises UnreadableFileError for anything ``torch.load`` cannot read.
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a file that is not torch's raises anything from EOFError to IndexError
-        raise ValueError(f"{path} is not a file saved by torch ({type(exc).__name__})") from None
+        raise UnreadableFileError(path, f"not a file saved by torch ({type(exc).__name__})") from None
 
 
 class Trainer:

@@ -85,10 +85,7 @@ def load_model(path: str | Path | None = None) -> MicrostructureModel:
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not path.exists():
         raise ArgumentError(str(path), "weights file not found")
-    try:
-        state = load_checkpoint(path)
-    except ValueError as exc:
-        raise ArgumentError(str(path), str(exc).removeprefix(f"{path} is ")) from None
+    state = load_checkpoint(path)
     try:
         config = NetConfig.from_dict(state["net_config"])
         net = build_network(config)

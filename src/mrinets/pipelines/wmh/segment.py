@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mrinets.data.atlas import QUADRANT_NAMES, REGION_NAMES, mni_regions, quadrants
-from mrinets.errors import ArgumentError
+from mrinets.errors import ArgumentError, UnreadableFileError
 from mrinets.io import OutputStage, write_json, write_text
 from mrinets.io.nifti import Image, save
 from mrinets.physics.sampling import affine_resample
@@ -64,8 +64,8 @@ def load_model(path: str | Path | None = None) -> WmhModel:
         raise ArgumentError("--weights", f"{path} does not exist")
     try:
         state = load_checkpoint(path)
-    except ValueError as exc:
-        raise ArgumentError("--weights", str(exc)) from None
+    except UnreadableFileError as exc:
+        raise ArgumentError("--weights", f"{path} is {exc.problem}") from None
     try:
         network = build_network(state["channels"])
         network.load_state_dict(state["state_dict"])
