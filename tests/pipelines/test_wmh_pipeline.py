@@ -365,7 +365,19 @@ def test_model_card_says_whether_held_out_scores_used_the_mirror_pass():
     assert "without `predict`'s left-right mirror pass" in _model_card(card)
 
 
+def test_model_card_says_how_far_the_scoring_windows_overlapped():
+    from mrinets.cli.wmh import _model_card
+
+    card = dict(wmh.load_model().card)
+    assert "windows overlapping 0.25 x 0.25 x 0.75 (x, y, z)" in _model_card(
+        {**card, "held_out_window_overlap": [0.25, 0.25, 0.75]})
+    # Cards written before the overlap was recorded were scored with 0.25 along every axis.
+    card.pop("held_out_window_overlap", None)
+    assert "windows overlapping 0.25 x 0.25 x 0.25 (x, y, z)" in _model_card(card)
+
+
 def test_evaluate_phantoms_records_whether_the_mirror_pass_was_used(tiny_weights):
     model = wmh.load_model(tiny_weights)
     scores = wmh.evaluate_phantoms({"net": model}, [7], baseline_k=None, register=False, device="cpu", flip=False)
     assert scores["mirror_pass"] is False and 0.0 <= scores["summary"]["net"]["dice_mean"] <= 1.0
+    assert scores["window_overlap"] == [0.25, 0.25, 0.75]

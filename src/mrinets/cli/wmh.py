@@ -176,6 +176,7 @@ def _train(args: argparse.Namespace) -> int:
         card["held_out"] = scores["summary"]
         card["held_out_seeds"] = test_seeds
         card["held_out_mirror_pass"] = scores["mirror_pass"]
+        card["held_out_window_overlap"] = scores["window_overlap"]
         report["held_out"] = scores
     weights = wmh.save_weights(model, config, out / "wmh_t1.pt", card)
     write_json(out / "train_report.json", report)
@@ -238,10 +239,12 @@ def _model_card(card: dict) -> str:
              "file from `mrinets wmh train`. Loaded with `torch.load(..., weights_only=True)`.", "",
              "## Configuration", "", "```json", json.dumps(card["config"], indent=2), "```", ""]
     if "held_out" in card:
+        # Cards written before the overlap was recorded were scored with 0.25 along every axis.
+        overlap = " x ".join(f"{v:g}" for v in card.get("held_out_window_overlap", (0.25,) * 3))
         lines += ["## Held-out phantoms (scored at 1 mm against the high-resolution truth, registration included)",
                   "", f"Seeds {card['held_out_seeds'][0]}..{card['held_out_seeds'][-1]} (never used in training), "
                   + ("with" if card.get("held_out_mirror_pass") else "without")
-                  + " `predict`'s left-right mirror pass.",
+                  + f" `predict`'s left-right mirror pass, sliding windows overlapping {overlap} (x, y, z).",
                   "", "| method | Dice | lesion TPR | lesion FPR | volume r | volume bias (mL) |",
                   "|---|---|---|---|---|---|"]
         for name, s in card["held_out"].items():

@@ -19,7 +19,7 @@ def predict_volume(
     volume: np.ndarray,
     *,
     roi_size: Sequence[int],
-    overlap: float = 0.5,
+    overlap: float | Sequence[float] = 0.5,
     sw_batch_size: int = 2,
     device: str | torch.device = "cpu",
     mode: str = "gaussian",
@@ -35,7 +35,8 @@ def predict_volume(
     roi_size : sequence of 3 int
         Window size; volumes smaller than it are padded and cropped back.
     overlap, sw_batch_size, mode
-        As in :func:`monai.inferers.sliding_window_inference`.
+        As in :func:`monai.inferers.sliding_window_inference` (``overlap`` for
+        all axes or one per axis).
 
     Returns
     -------

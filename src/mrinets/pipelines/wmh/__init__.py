@@ -28,8 +28,8 @@ from mrinets.io.nifti import from_array, load
 from mrinets.metrics.segmentation import dice, lesion_detection, volume_agreement
 from mrinets.pipelines.wmh.data import TrainingSubject, prepare_subject
 from mrinets.pipelines.wmh.model import LOSSES, WmhTrainConfig, train_two_step
-from mrinets.pipelines.wmh.segment import (DEFAULT_WEIGHTS, OUTPUT_SUFFIXES, WmhConfig, WmhModel, WmhResult,
-                                           bids_output_names, load_model, measures_table, output_names, predict)
+from mrinets.pipelines.wmh.segment import (DEFAULT_WEIGHTS, OUTPUT_SUFFIXES, PREDICT_OVERLAP, WmhConfig, WmhModel,
+                                           WmhResult, bids_output_names, load_model, measures_table, output_names, predict)
 
 __all__ = ["WmhConfig", "WmhResult", "WmhModel", "WmhTrainConfig", "LOSSES", "predict", "predict_and_save",
            "load_model", "train",
@@ -117,7 +117,7 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
     Each phantom sits in a random scanner pose; with ``register`` the pipeline
     registers it as it would a user's T1 (once, shared by every method), so
     the scores include registration error. ``flip`` is ``predict``'s mirror
-    pass.
+    pass; the result records it and the sliding windows' overlap.
     """
     from mrinets.data.phantoms.wmh import make_wmh_subject
     from mrinets.preprocess.register import register_to_mni
@@ -147,4 +147,5 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
             **{f"volume_{k}": v for k, v in volume_agreement([r["pred_ml"] for r in rows],
                                                              [r["true_ml"] for r in rows]).items()},
         }
-    return {"seeds": list(seeds), "mirror_pass": flip, "summary": summary, "subjects": per_subject}
+    return {"seeds": list(seeds), "mirror_pass": flip, "window_overlap": list(PREDICT_OVERLAP), "summary": summary,
+            "subjects": per_subject}

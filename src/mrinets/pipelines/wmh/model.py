@@ -76,9 +76,10 @@ def build_network(channels) -> UNet3D:
     return net
 
 
-def predict_logits(model: torch.nn.Module, image: np.ndarray, patch_size, device: str = "cpu") -> np.ndarray:
-    """Lesion logits in the box (sliding windows, Gaussian blending)."""
-    return predict_volume(model, image, roi_size=patch_size, overlap=0.25, sw_batch_size=2, device=device)[0]
+def predict_logits(model: torch.nn.Module, image: np.ndarray, patch_size, device: str = "cpu",
+                   overlap: float | tuple[float, float, float] = 0.25) -> np.ndarray:
+    """Lesion logits in the box (sliding windows, Gaussian blending; ``overlap`` per axis or for all)."""
+    return predict_volume(model, image, roi_size=patch_size, overlap=overlap, sw_batch_size=2, device=device)[0]
 
 
 def predict_grid(model: torch.nn.Module, image: np.ndarray, patch_size, device: str = "cpu") -> np.ndarray:
