@@ -29,7 +29,8 @@ from mrinets.metrics.segmentation import dice, lesion_detection, volume_agreemen
 from mrinets.pipelines.wmh.data import TrainingSubject, prepare_subject
 from mrinets.pipelines.wmh.model import LOSSES, WmhTrainConfig, train_two_step
 from mrinets.pipelines.wmh.segment import (DEFAULT_WEIGHTS, OUTPUT_SUFFIXES, PREDICT_OVERLAP, WmhConfig, WmhModel,
-                                           WmhResult, bids_output_names, load_model, measures_table, output_names, predict)
+                                           WmhResult, bids_output_names, load_model, measures_table, output_names,
+                                           predict)
 
 __all__ = ["WmhConfig", "WmhResult", "WmhModel", "WmhTrainConfig", "LOSSES", "predict", "predict_and_save",
            "load_model", "train",
