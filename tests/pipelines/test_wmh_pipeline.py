@@ -130,6 +130,40 @@ def test_predict_outputs_on_input_grid_with_measures(phantom, tiny_weights, tmp_
                                         "image_wmh_qc.png"}
 
 
+def test_partial_volume_trim_keeps_what_is_darker_than_the_midpoint():
+    from mrinets.pipelines.wmh.segment import trim_partial_volume
+
+    t1 = np.ones((10, 10, 10), np.float32)
+    prob = np.zeros_like(t1)
+    # A sure core at 0.6 of white matter puts the midpoint at 0.8; two uncertain edge layers lie either side.
+    t1[2:5, 2:5, 2:5], prob[2:5, 2:5, 2:5] = 0.6, 0.95
+    t1[5, 2:5, 2:5], prob[5, 2:5, 2:5] = 0.75, 0.6
+    t1[6, 2:5, 2:5], prob[6, 2:5, 2:5] = 0.85, 0.6
+    mask = prob >= 0.5
+    trimmed = trim_partial_volume(mask, prob, t1)
+    assert trimmed[2:6].sum() == 27 + 9 and not trimmed[6].any()
+    # No lesion level to trust: too small a sure core, or a core no darker than white matter.
+    small = np.where(prob > 0.9, 0.6, prob)
+    small[2:5, 2:5, 2] = 0.95
+    assert np.array_equal(trim_partial_volume(mask, small, t1), mask)
+    assert np.array_equal(trim_partial_volume(mask, prob, np.where(prob > 0.9, 1.1, t1)), mask)
+
+
+def test_partial_volume_trim_restores_the_edges_of_a_blurred_map(phantom):
+    # A map as blurred as one taught through 5 mm slices: the phantom's own T1 puts the edges back.
+    from scipy import ndimage
+
+    from mrinets.data.templates import load_mni
+    from mrinets.pipelines.wmh.segment import trim_partial_volume
+
+    truth = phantom.lesion >= 0.5
+    prob = np.clip(2.0 * ndimage.gaussian_filter(phantom.lesion, 1.5), 0.0, 1.0)
+    core_wm = load_mni().wm.data[tuple(slice(a, b) for a, b in CROP)] > 0.95
+    t1 = phantom.t1 / np.median(phantom.t1[core_wm])
+    blurred = dice(prob >= 0.5, truth)
+    assert dice(trim_partial_volume(prob >= 0.5, prob, t1), truth) > blurred + 0.05
+
+
 def test_baseline_finds_dark_white_matter(phantom):
     t1 = from_array(phantom.t1, phantom.t1_affine)
     result = wmh.predict(t1, wmh.WmhConfig(method="baseline", baseline_k=3.0), to_mni=phantom.to_mni)
@@ -155,13 +189,16 @@ def test_cli_predict_two_subjects_writes_cohort_csv(tmp_path, tiny_weights):
     assert (out / "sub-2_T1w_wmh_qc.png").is_file()
     mask = nib.load(out / "sub-1_T1w_wmh_mask.nii.gz")
     np.testing.assert_allclose(mask.affine, nib.load(paths[0]).affine, atol=1e-5)
-    # Without the mirror pass the network answers alone: another map on the same grid.
+    # Without the mirror pass the network answers alone: another map on the same grid; untrimmed, the mask is
+    # the thresholded map.
     bare = tmp_path / "bare"
     assert main(["wmh", "predict", paths[0], "--out", str(bare), "--weights", str(tiny_weights), "--quiet",
-                 "--device", "cpu", "--no-flip"]) == 0
+                 "--device", "cpu", "--no-flip", "--no-pv-trim"]) == 0
     averaged, alone = (nib.load(d / "sub-1_T1w_wmh_prob.nii.gz") for d in (out, bare))
     np.testing.assert_allclose(alone.affine, averaged.affine, atol=1e-5)
     assert np.abs(alone.get_fdata() - averaged.get_fdata()).max() > 1e-3
+    bare_mask = nib.load(bare / "sub-1_T1w_wmh_mask.nii.gz").get_fdata() > 0
+    np.testing.assert_array_equal(bare_mask, alone.get_fdata() >= 0.5)
 
 
 @pytest.mark.parametrize("case", ["4d", "2d", "empty", "noise"])
@@ -376,8 +413,19 @@ def test_model_card_says_how_far_the_scoring_windows_overlapped():
     assert "windows overlapping 0.25 x 0.25 x 0.25 (x, y, z)" in _model_card(card)
 
 
-def test_evaluate_phantoms_records_whether_the_mirror_pass_was_used(tiny_weights):
+def test_model_card_says_whether_the_mask_was_trimmed():
+    from mrinets.cli.wmh import _model_card
+
+    card = dict(wmh.load_model().card)
+    assert "(x, y, z), with the partial-volume trim" in _model_card({**card, "held_out_pv_trim": True})
+    # Cards written before the trim existed were scored without it.
+    card.pop("held_out_pv_trim", None)
+    assert "(x, y, z), without the partial-volume trim" in _model_card(card)
+
+
+def test_evaluate_phantoms_records_mirror_pass_and_trim(tiny_weights):
     model = wmh.load_model(tiny_weights)
-    scores = wmh.evaluate_phantoms({"net": model}, [7], baseline_k=None, register=False, device="cpu", flip=False)
+    scores = wmh.evaluate_phantoms({"net": model}, [7], baseline_k=None, register=False, device="cpu", flip=False,
+                                   pv_trim=False)
     assert scores["mirror_pass"] is False and 0.0 <= scores["summary"]["net"]["dice_mean"] <= 1.0
-    assert scores["window_overlap"] == [0.25, 0.25, 0.75]
+    assert scores["window_overlap"] == [0.25, 0.25, 0.75] and scores["pv_trim"] is False

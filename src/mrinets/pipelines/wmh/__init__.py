@@ -112,13 +112,15 @@ def score_masks(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict:
 
 
 def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, baseline_k: float | None = 3.0,
-                      register: bool = True, device: str = "auto", flip: bool = True) -> dict:
+                      register: bool = True, device: str = "auto", flip: bool = True,
+                      pv_trim: bool = True) -> dict:
     """Score networks (and the baseline) on posed, held-out phantoms at 1 mm against the truth.
 
     Each phantom sits in a random scanner pose; with ``register`` the pipeline
     registers it as it would a user's T1 (once, shared by every method), so
     the scores include registration error. ``flip`` is ``predict``'s mirror
-    pass; the result records it and the sliding windows' overlap.
+    pass and ``pv_trim`` its partial-volume trim of the mask; the result
+    records both and the sliding windows' overlap.
     """
     from mrinets.data.phantoms.wmh import make_wmh_subject
     from mrinets.preprocess.register import register_to_mni
@@ -133,7 +135,7 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
         voxel_ml = float(np.prod(t1.voxel_size)) / 1000.0
         for name in methods:
             config = WmhConfig(method="baseline" if name == "baseline" else "network",
-                               baseline_k=baseline_k or 3.0, device=device, flip=flip)
+                               baseline_k=baseline_k or 3.0, device=device, flip=flip, pv_trim=pv_trim)
             result = predict(t1, config, model=models.get(name), to_mni=to_mni)
             row = {"seed": seed, **score_masks(result.mask, truth, voxel_ml)}
             per_subject[name].append(row)
@@ -148,5 +150,5 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
             **{f"volume_{k}": v for k, v in volume_agreement([r["pred_ml"] for r in rows],
                                                              [r["true_ml"] for r in rows]).items()},
         }
-    return {"seeds": list(seeds), "mirror_pass": flip, "window_overlap": list(PREDICT_OVERLAP), "summary": summary,
-            "subjects": per_subject}
+    return {"seeds": list(seeds), "mirror_pass": flip, "window_overlap": list(PREDICT_OVERLAP),
+            "pv_trim": pv_trim, "summary": summary, "subjects": per_subject}

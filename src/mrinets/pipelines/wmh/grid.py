@@ -17,7 +17,7 @@ from mrinets.data.templates import load_mni
 from mrinets.physics.sampling import affine_resample
 
 __all__ = ["GRID_SHAPE", "GRID_AFFINE", "SURFACE_MM", "to_grid", "from_grid", "grid_brain", "grid_search",
-           "grid_masks", "grid_wm", "normalise"]
+           "grid_masks", "grid_wm", "normalise", "wm_reference"]
 
 GRID_SHAPE = (184, 202, 72)
 GRID_AFFINE = np.array([[1.0, 0.0, 0.0, -93.0], [0.0, 1.0, 0.0, -117.0], [0.0, 0.0, 1.5, -33.0], [0.0, 0.0, 0.0, 1.0]])
@@ -67,15 +67,19 @@ def grid_masks() -> tuple[np.ndarray, np.ndarray]:
     return ndimage.binary_dilation(grid_brain(), iterations=3), grid_wm() > 0.95
 
 
-def normalise(t1_grid: np.ndarray) -> np.ndarray:
-    """Scale so that the template's core white matter has median 1, mask to the brain, clip to [0, 2].
+def wm_reference(t1_grid: np.ndarray) -> float:
+    """Median T1 signal in the template's core white matter (box data in the scanner's units).
 
-    The white-matter median is robust to lesions (a minority of those voxels)
-    and to the bias left inside the box, and puts every scanner on one scale.
+    The median is robust to lesions (a minority of those voxels) and to the
+    bias left inside the box, and puts every scanner on one scale.
     """
-    brain, wm = grid_masks()
-    values = t1_grid[wm]
+    values = t1_grid[grid_masks()[1]]
     reference = float(np.median(values[values > 0])) if np.any(values > 0) else 0.0
     if reference <= 0:
         raise ValueError("no signal in the template white matter")
-    return (np.clip(t1_grid / reference, 0.0, 2.0) * brain).astype(np.float32)
+    return reference
+
+
+def normalise(t1_grid: np.ndarray) -> np.ndarray:
+    """Scale so that the template's core white matter has median 1 (:func:`wm_reference`), mask, clip to [0, 2]."""
+    return (np.clip(t1_grid / wm_reference(t1_grid), 0.0, 2.0) * grid_masks()[0]).astype(np.float32)
