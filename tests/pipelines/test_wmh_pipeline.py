@@ -140,13 +140,15 @@ def test_partial_volume_trim_keeps_what_is_darker_than_the_midpoint():
     t1[5, 2:5, 2:5], prob[5, 2:5, 2:5] = 0.75, 0.6
     t1[6, 2:5, 2:5], prob[6, 2:5, 2:5] = 0.85, 0.6
     mask = prob >= 0.5
-    trimmed = trim_partial_volume(mask, prob, t1)
+    trimmed, midpoint = trim_partial_volume(mask, prob, t1)
+    assert midpoint == pytest.approx(0.8)
     assert trimmed[2:6].sum() == 27 + 9 and not trimmed[6].any()
     # No lesion level to trust: too small a sure core, or a core no darker than white matter.
     small = np.where(prob > 0.9, 0.6, prob)
     small[2:5, 2:5, 2] = 0.95
-    assert np.array_equal(trim_partial_volume(mask, small, t1), mask)
-    assert np.array_equal(trim_partial_volume(mask, prob, np.where(prob > 0.9, 1.1, t1)), mask)
+    bright_core = np.where(prob > 0.9, 1.1, t1)
+    for untrusted in (trim_partial_volume(mask, small, t1), trim_partial_volume(mask, prob, bright_core)):
+        assert np.array_equal(untrusted[0], mask) and untrusted[1] is None
 
 
 def test_partial_volume_trim_restores_the_edges_of_a_blurred_map(phantom):
@@ -161,7 +163,7 @@ def test_partial_volume_trim_restores_the_edges_of_a_blurred_map(phantom):
     core_wm = load_mni().wm.data[tuple(slice(a, b) for a, b in CROP)] > 0.95
     t1 = phantom.t1 / np.median(phantom.t1[core_wm])
     blurred = dice(prob >= 0.5, truth)
-    assert dice(trim_partial_volume(prob >= 0.5, prob, t1), truth) > blurred + 0.05
+    assert dice(trim_partial_volume(prob >= 0.5, prob, t1)[0], truth) > blurred + 0.05
 
 
 def test_baseline_finds_dark_white_matter(phantom):
@@ -199,6 +201,7 @@ def test_cli_predict_two_subjects_writes_cohort_csv(tmp_path, tiny_weights):
     assert np.abs(alone.get_fdata() - averaged.get_fdata()).max() > 1e-3
     bare_mask = nib.load(bare / "sub-1_T1w_wmh_mask.nii.gz").get_fdata() > 0
     np.testing.assert_array_equal(bare_mask, alone.get_fdata() >= 0.5)
+    assert next(csv.DictReader(open(bare / "sub-1_T1w_wmh.csv")))["pv_trim_midpoint"] == "nan"
 
 
 @pytest.mark.parametrize("case", ["4d", "2d", "empty", "noise"])

@@ -158,8 +158,9 @@ def measures_table(rows: list[dict]) -> str:
 
 
 def _measures(name: str, mask: np.ndarray, regions: np.ndarray, quadrant: np.ndarray, voxel_ml: float,
-              etiv_ml: float, score: float) -> dict:
-    row: dict = {"subject": name, "etiv_ml": etiv_ml, "registration_score": score}
+              etiv_ml: float, score: float, pv_midpoint: float) -> dict:
+    # The trim's midpoint (T1 over the template's white-matter median; NaN: not trimmed) tells QC whether it acted.
+    row: dict = {"subject": name, "etiv_ml": etiv_ml, "registration_score": score, "pv_trim_midpoint": pv_midpoint}
     total = float(mask.sum()) * voxel_ml
     row["wmh_total_ml"] = total
     row["wmh_total_frac_etiv"] = total / etiv_ml
@@ -192,7 +193,7 @@ def box_logits(model: WmhModel, box: np.ndarray, *, device: str = "cpu", flip: b
     return logits
 
 
-def trim_partial_volume(mask: np.ndarray, prob: np.ndarray, t1: np.ndarray) -> np.ndarray:
+def trim_partial_volume(mask: np.ndarray, prob: np.ndarray, t1: np.ndarray) -> tuple[np.ndarray, float | None]:
     """Drop mask voxels brighter than halfway between the lesion core and normal white matter.
 
     A lesion mask stands for "more than half of this voxel is lesion". A T1
@@ -206,14 +207,17 @@ def trim_partial_volume(mask: np.ndarray, prob: np.ndarray, t1: np.ndarray) -> n
     mask is returned as it is. Validation phantoms 800000-800005: Dice 0.690 to
     0.737 (shipped network), 0.821 to 0.832 (taught by the 1 mm truth);
     800006-800011: 0.649 to 0.697 (shipped network).
+
+    Returns the mask and the midpoint used (None: not trimmed).
     """
     core = t1[prob > 0.9]
     if core.size < PV_TRIM_MIN_CORE:
-        return mask
+        return mask, None
     lesion_level = float(np.median(core))
     if lesion_level >= 1.0:
-        return mask
-    return mask & (t1 < 0.5 * (lesion_level + 1.0))
+        return mask, None
+    midpoint = 0.5 * (lesion_level + 1.0)
+    return mask & (t1 < midpoint), midpoint
 
 
 def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | None = None,
@@ -250,8 +254,9 @@ def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | Non
         prob_box = baseline_grid(box, config.baseline_k)
         prob = np.clip(from_grid(prob_box, t1.affine, t1.spatial_shape, to_mni, order=1), 0.0, 1.0)
     mask = prob >= config.threshold
+    midpoint = None
     if config.method == "network" and config.pv_trim:
-        mask = trim_partial_volume(mask, prob, t1.data / wm_reference(raw_box))
+        mask, midpoint = trim_partial_volume(mask, prob, t1.data / wm_reference(raw_box))
 
     mni_labels, mni_affine = mni_regions()
     subject_in_mni = to_mni @ t1.affine
@@ -262,6 +267,7 @@ def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | Non
     icv_ml = float((load_mni().mask.data > 0.5).sum()) / 1000.0
     etiv = icv_ml / float(abs(np.linalg.det(to_mni[:3, :3])))
     voxel_ml = float(np.prod(t1.voxel_size)) / 1000.0
-    measures = _measures(t1.name, mask, regions, quadrant, voxel_ml, etiv, score)
+    measures = _measures(t1.name, mask, regions, quadrant, voxel_ml, etiv, score,
+                         float("nan") if midpoint is None else midpoint)
     return WmhResult(name=t1.name, prob=prob.astype(np.float32), mask=mask, regions=regions, measures=measures,
                      reference=t1)
