@@ -319,9 +319,10 @@ def test_cli_train_on_user_pairs(tmp_path):
     # A second step retrained on the first one: the card names both commands, the first step keeps its own.
     again = tmp_path / "again"
     assert main(["wmh", "train", "--out", str(again), "--first-step", str(out / "wmh_t1_step1.pt"),
-                 "--second-temperature", "0.05", *common]) == 0
+                 "--second-temperature", "0.05", "--tilt", "0.5", *common]) == 0
     card = wmh.load_model(again / "wmh_t1.pt").card
     assert "--first-step" in card["command"] and "--second-temperature 0.05" in card["command"]
+    assert "--tilt 0.5" in card["command"] and card["config"]["tilt"] == 0.5
     assert card["first_step_command"] == wmh.load_model(out / "wmh_t1.pt").card["command"]
     assert card["config"]["second_temperature"] == 0.05
     assert wmh.load_model(again / "wmh_t1_step1.pt").card == wmh.load_model(out / "wmh_t1_step1.pt").card
@@ -339,6 +340,33 @@ def test_cli_train_refuses_a_file_that_is_not_a_first_step(tmp_path, tiny_weight
     out = tmp_path / "model"
     assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--first-step", str(tiny_weights)]) == 2
     assert "--first-step" in capsys.readouterr().err and not out.exists()
+
+
+def test_tilted_patches_carry_the_label_geometry_with_them(subject):
+    from scipy import ndimage
+
+    from mrinets.pipelines.wmh.data import SliceLabelPatches
+    from mrinets.training.losses import acquire
+
+    # A smooth image, acquired through each item's own sample points, must read the same at every thick
+    # voxel whether the patch was cut upright or tilted: only then does a tilted patch keep its label's meaning.
+    smooth = wmh.data.TrainingSubject(**{**subject.__dict__,
+                                         "image": ndimage.gaussian_filter(subject.truth.astype(np.float32), 2.0)})
+    kwargs = dict(patch_size=(32, 32, 24), block=(24, 24, 3), samples_per_subject=6, augment=False)
+    upright = SliceLabelPatches([smooth], tilt=0.0, **kwargs)
+    tilted = SliceLabelPatches([smooth], tilt=1.0, **kwargs)
+    compared, differ = 0, 0
+    for item in range(6):
+        a, b = upright[item], tilted[item]
+        assert torch.equal(a["label"], b["label"]) and b["image"].shape == a["image"].shape
+        both = (a["valid"] > 0) & (b["valid"] > 0)
+        acquired = [acquire(x["image"][None], x["grid"][None], x["profile"][None])[0] for x in (a, b)]
+        assert torch.allclose(acquired[0][both], acquired[1][both], atol=0.02)
+        compared += int(both.sum())
+        differ += int(not torch.allclose(a["image"], b["image"], atol=0.05))
+    assert compared > 500 and differ >= 4
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        WmhTrainConfig(tilt=1.5)
 
 
 def test_second_step_trains_with_its_own_temperature(subject, monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["add_common", "finite_float", "positive_float"]
+__all__ = ["add_common", "finite_float", "positive_float", "share_float"]
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -30,4 +30,12 @@ def positive_float(text: str) -> float:
     value = finite_float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def share_float(text: str) -> float:
+    """A finite float from 0 to 1."""
+    value = finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {text}")
     return value

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mrinets.cli.common import add_common, finite_float, positive_float
+from mrinets.cli.common import add_common, finite_float, positive_float, share_float
 
 NAME = "wmh"
 CARD_BASELINE_K = 3.0
@@ -59,6 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="second step: keep each label's pose and the default threshold (only drop outliers)")
     t.add_argument("--second-temperature", type=positive_float,
                    help="second step: temperature of the rater model (default: the first step's, 0.1)")
+    t.add_argument("--tilt", type=share_float, default=0.0,
+                   help="share of training patches tilted (with their labels) by up to 90 degrees about a "
+                        "horizontal axis, so thin lesions along the label's slices are seen at other angles")
     t.add_argument("--first-step", help="a network from an earlier run on the same subjects and settings, "
                                         "used instead of training the first step: its wmh_t1_step1.pt, or its "
                                         "final wmh_t1.pt for a further step (labels fitted against it)")
@@ -145,7 +148,7 @@ def _train(args: argparse.Namespace) -> int:
     config = wmh.WmhTrainConfig(loss=args.loss, epochs=args.epochs, samples_per_subject=args.samples_per_subject,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, two_step=not args.one_step,
                                 recalibrate=not args.no_recalibrate, second_temperature=args.second_temperature,
-                                device=args.device, quiet=args.quiet)
+                                tilt=args.tilt, device=args.device, quiet=args.quiet)
     first = None
     if args.first_step:
         if args.one_step:
@@ -204,6 +207,8 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--no-recalibrate")
     if args.second_temperature is not None:
         argv += ["--second-temperature", f"{args.second_temperature:g}"]
+    if args.tilt:
+        argv += ["--tilt", f"{args.tilt:g}"]
     if args.first_step:
         argv += ["--first-step", args.first_step]
     return argv

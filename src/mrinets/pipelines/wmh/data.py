@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
 from torch.utils.data import Dataset
 
 from mrinets.physics.sampling import affine_resample
@@ -23,6 +25,7 @@ __all__ = ["TrainingSubject", "prepare_subject", "SliceLabelPatches", "NaiveLabe
            "label_voxels_in_brain"]
 
 PROFILE_POINTS = 11
+MAX_TILT_DEG = 90.0
 _FWHM_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
@@ -112,7 +115,9 @@ class _Patches(Dataset):
 
     def _image(self, subject: TrainingSubject, corner: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         centre = corner + np.asarray(self.patch_size) // 2
-        patch = extract_patch(subject.image, centre, self.patch_size)
+        return self._jitter(extract_patch(subject.image, centre, self.patch_size), rng)
+
+    def _jitter(self, patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.augment:
             # Contrast and brightness jitter: scanners differ in how dark lesions and grey matter look.
             patch = np.clip(patch, 0, None) ** rng.uniform(0.8, 1.25) * rng.uniform(0.9, 1.1)
@@ -133,11 +138,36 @@ class SliceLabelPatches(_Patches):
     """
 
     def __init__(self, subjects, patch_size=(64, 64, 40), samples_per_subject: int = 50, *,
-                 block=(38, 38, 13), in_plane_step: int = 2, threshold: float = 0.45, **kwargs) -> None:
+                 block=(38, 38, 13), in_plane_step: int = 2, threshold: float = 0.45, tilt: float = 0.0,
+                 **kwargs) -> None:
         super().__init__(subjects, patch_size, samples_per_subject, **kwargs)
+        if not 0.0 <= tilt <= 1.0:
+            raise ValueError(f"tilt must be a share between 0 and 1, got {tilt}")
         self.block = tuple(int(b) for b in block)
         self.step = int(in_plane_step)
         self.threshold = float(threshold)
+        self.tilt = float(tilt)
+
+    def _tilted(self, subject: TrainingSubject, centre: np.ndarray, box: np.ndarray,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A patch whose axes are tilted about a random horizontal axis, and ``box`` in its voxels.
+
+        A thick axial label can only mark a thin lesion that crosses its
+        slices; one lying along them (a band on a ventricle's roof) stays
+        under the rater's threshold. Tilting the patch together with the
+        label's sample points shows the network such bands at every
+        orientation, so it cannot learn that horizontal ones are not lesion.
+        """
+        spacing = np.diag(GRID_AFFINE)[:3]
+        heading = rng.uniform(0.0, 2.0 * np.pi)
+        angle = np.deg2rad(rng.uniform(-MAX_TILT_DEG, MAX_TILT_DEG))
+        rotation = Rotation.from_rotvec(angle * np.array([np.cos(heading), np.sin(heading), 0.0])).as_matrix()
+        move = rotation * spacing[None, :] / spacing[:, None]
+        half = (np.asarray(self.patch_size) - 1) / 2.0
+        voxels = np.indices(self.patch_size, dtype=np.float32).reshape(3, -1) - half[:, None]
+        image = ndimage.map_coordinates(subject.image, centre[:, None] + move @ voxels, order=1, mode="constant")
+        local = (box - centre) @ np.linalg.inv(move).T.astype(np.float32) + half
+        return self._jitter(image.reshape(1, *self.patch_size), rng), local.astype(np.float32)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         subject, centre, rng = self._draw(item)
@@ -159,8 +189,11 @@ class SliceLabelPatches(_Patches):
         box = points @ subject.label_to_grid[:3, :3].T.astype(np.float32) + subject.label_to_grid[:3, 3]
         lo_box = np.floor(box.reshape(-1, 3).min(0))
         hi_box = np.ceil(box.reshape(-1, 3).max(0))
-        corner = ((lo_box + hi_box) / 2 - np.asarray(self.patch_size) // 2).astype(int)
-        local = box - corner
+        if self.tilt > 0 and rng.random() < self.tilt:
+            image, local = self._tilted(subject, (lo_box + hi_box) / 2, box, rng)
+        else:
+            corner = ((lo_box + hi_box) / 2 - np.asarray(self.patch_size) // 2).astype(int)
+            image, local = self._image(subject, corner, rng), box - corner
         limit = np.asarray(self.patch_size) - 1
         # A thick voxel counts when its centre lies in the patch; profile tails beyond the edge read the edge.
         centre_point = local[..., len(offsets) // 2, :]
@@ -169,7 +202,7 @@ class SliceLabelPatches(_Patches):
         label, valid, norm = (np.transpose(a, order + list(range(3, a.ndim))) for a in (label, valid, norm))
         grid = norm[..., ::-1].reshape(block[0], block[1], block[2] * len(offsets), 3)
         return {
-            "image": torch.from_numpy(self._image(subject, corner, rng)),
+            "image": torch.from_numpy(image),
             "grid": torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32)),
             "profile": torch.from_numpy(weights),
             "label": torch.from_numpy(np.ascontiguousarray(label)),

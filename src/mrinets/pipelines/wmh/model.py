@@ -46,6 +46,7 @@ class WmhTrainConfig:
     two_step: bool = True
     recalibrate: bool = True
     drop_ratio: float = 0.25
+    tilt: float = 0.0
     device: str = "auto"
     quiet: bool = False
     extra: dict = field(default_factory=dict)
@@ -58,6 +59,8 @@ class WmhTrainConfig:
         self.channels = tuple(int(c) for c in self.channels)
         self.patch_size = tuple(int(p) for p in self.patch_size)
         self.block = tuple(int(b) for b in self.block)
+        if not 0.0 <= self.tilt <= 1.0:
+            raise ValueError(f"tilt must be a share between 0 and 1, got {self.tilt}")
         if not self.temperature > 0 or (self.second_temperature is not None and not self.second_temperature > 0):
             raise ValueError("temperatures must be positive")
 
@@ -190,7 +193,7 @@ def train_network(subjects: list[TrainingSubject], config: WmhTrainConfig, *, sa
         data = NaiveLabelPatches(subjects, config.patch_size, **kwargs)
     else:
         data = SliceLabelPatches(subjects, config.patch_size, block=config.block, threshold=config.sr_threshold,
-                                 **kwargs)
+                                 tilt=config.tilt, **kwargs)
     steps = config.epochs * int(np.ceil(len(data) / config.batch_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps)
