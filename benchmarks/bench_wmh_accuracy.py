@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--samples-per-subject", type=int, default=48)
     parser.add_argument("--out", default="bench_wmh")
+    parser.add_argument("--workers", type=int, default=1, help="processes that simulate the training phantoms")
     parser.add_argument("--from-train", help="folder of a `mrinets wmh train` run with the same settings")
     parser.add_argument("--eval-only", action="store_true",
                         help="score the networks and baseline k saved in --out by an earlier run (after a change "
@@ -82,7 +83,7 @@ def main() -> None:
     if args.eval_only:
         evaluate_saved(out, args.test, flip=not args.no_flip, pv_trim=not args.no_pv_trim)
         return
-    subjects = [wmh.phantom_subject(s) for s in range(1000, 1000 + args.train)]
+    subjects = wmh.phantom_subjects(range(1000, 1000 + args.train), workers=args.workers, quiet=True)
     gross = [s.name for s in subjects if s.meta.get("gross")]
     config = WmhTrainConfig(epochs=args.epochs, samples_per_subject=args.samples_per_subject, quiet=True)
     naive = _trained(out / _file(NAIVE), subjects, replace(config, loss="naive"), args.resume)

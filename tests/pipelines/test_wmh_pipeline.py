@@ -340,6 +340,17 @@ def test_cli_train_refuses_a_file_that_is_not_a_first_step(tmp_path, tiny_weight
     out = tmp_path / "model"
     assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--first-step", str(tiny_weights)]) == 2
     assert "--first-step" in capsys.readouterr().err and not out.exists()
+    assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err and not out.exists()
+
+
+def test_phantom_subjects_keep_the_seed_order_in_worker_processes():
+    import math
+
+    assert wmh.phantom_subjects([5, 3, 4, 6], workers=2, quiet=True, make=math.factorial) == [120, 6, 24, 720]
+    assert wmh.phantom_subjects([5, 3], quiet=True, make=math.factorial) == [120, 6]
+    with pytest.raises(ValueError, match="at least 1"):
+        wmh.phantom_subjects([5], workers=0, make=math.factorial)
 
 
 def test_tilted_patches_carry_the_label_geometry_with_them(subject):

@@ -72,6 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--test-phantoms", type=int, default=0,
                    help=f"held-out phantoms (seeds from {900_000}) scored after training")
+    t.add_argument("--workers", type=int, default=1,
+                   help="processes that simulate the phantoms (default 1); the weights do not depend on it")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_common(t)
     t.set_defaults(func=_train)
@@ -135,14 +137,14 @@ def _read_pairs(path: str) -> list[tuple[str, str]]:
 def _train(args: argparse.Namespace) -> int:
     import shlex
 
-    from rich.progress import track
-
     from mrinets.errors import ArgumentError
     from mrinets.io import ensure_outdir, write_json, write_text
     from mrinets.pipelines import wmh
 
     if args.phantoms < 0 or args.test_phantoms < 0:
         raise ArgumentError("--phantoms", "counts must not be negative")
+    if args.workers < 1:
+        raise ArgumentError("--workers", f"must be at least 1, got {args.workers}")
     if args.phantoms == 0 and not args.pairs:
         raise ArgumentError("mrinets wmh train", "give --phantoms N and/or --pairs TSV")
     config = wmh.WmhTrainConfig(loss=args.loss, epochs=args.epochs, samples_per_subject=args.samples_per_subject,
@@ -160,7 +162,7 @@ def _train(args: argparse.Namespace) -> int:
     pairs = _read_pairs(args.pairs) if args.pairs else []
     subjects = [wmh.pair_subject(t1, label) for t1, label in pairs]
     seeds = range(args.seed_start, args.seed_start + args.phantoms)
-    subjects += [wmh.phantom_subject(s) for s in track(seeds, description="phantoms", disable=args.quiet)]
+    subjects += wmh.phantom_subjects(seeds, workers=args.workers, quiet=args.quiet)
     if set(seeds) & set(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + args.test_phantoms)):
         raise ArgumentError("--seed-start", "training seeds overlap the held-out test seeds")
     # The first step is kept as soon as it exists (the ablation benchmark scores it, and a stop loses less).
