@@ -342,6 +342,8 @@ def test_cli_train_refuses_a_file_that_is_not_a_first_step(tmp_path, tiny_weight
     assert "--first-step" in capsys.readouterr().err and not out.exists()
     assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err and not out.exists()
+    assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--loss", "naive", "--tilt", "0.5"]) == 2
+    assert "--tilt" in capsys.readouterr().err and not out.exists()
 
 
 def test_phantom_subjects_keep_the_seed_order_in_worker_processes():
@@ -378,6 +380,8 @@ def test_tilted_patches_carry_the_label_geometry_with_them(subject):
     assert compared > 500 and differ >= 4
     with pytest.raises(ValueError, match="between 0 and 1"):
         WmhTrainConfig(tilt=1.5)
+    with pytest.raises(ValueError, match="super-resolution"):
+        WmhTrainConfig(loss="naive", tilt=0.5)
 
 
 def test_second_step_trains_with_its_own_temperature(subject, monkeypatch):

@@ -145,6 +145,8 @@ def _train(args: argparse.Namespace) -> int:
         raise ArgumentError("--phantoms", "counts must not be negative")
     if args.workers < 1:
         raise ArgumentError("--workers", f"must be at least 1, got {args.workers}")
+    if args.tilt and args.loss == "naive":
+        raise ArgumentError("--tilt", "needs the super-resolution loss (the naive labels are not carried along)")
     if args.phantoms == 0 and not args.pairs:
         raise ArgumentError("mrinets wmh train", "give --phantoms N and/or --pairs TSV")
     config = wmh.WmhTrainConfig(loss=args.loss, epochs=args.epochs, samples_per_subject=args.samples_per_subject,

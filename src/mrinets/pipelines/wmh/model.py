@@ -61,6 +61,8 @@ class WmhTrainConfig:
         self.block = tuple(int(b) for b in self.block)
         if not 0.0 <= self.tilt <= 1.0:
             raise ValueError(f"tilt must be a share between 0 and 1, got {self.tilt}")
+        if self.tilt and self.loss == "naive":
+            raise ValueError("tilt needs the super-resolution loss (the naive labels are not carried along)")
         if not self.temperature > 0 or (self.second_temperature is not None and not self.second_temperature > 0):
             raise ValueError("temperatures must be positive")
 
