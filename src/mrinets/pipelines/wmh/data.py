@@ -189,7 +189,7 @@ class SliceLabelPatches(_Patches):
         box = points @ subject.label_to_grid[:3, :3].T.astype(np.float32) + subject.label_to_grid[:3, 3]
         lo_box = np.floor(box.reshape(-1, 3).min(0))
         hi_box = np.ceil(box.reshape(-1, 3).max(0))
-        # No draw without tilt: the untilted patch stream, and so the shipped card's weights, stay as they were.
+        # No draw without tilt: the untilted patch stream, and so the untilted runs' weights, stay reproducible.
         if self.tilt > 0 and rng.random() < self.tilt:
             image, local = self._tilted(subject, (lo_box + hi_box) / 2, box, rng)
         else:
