@@ -151,6 +151,31 @@ def test_partial_volume_trim_keeps_what_is_darker_than_the_midpoint():
         assert np.array_equal(untrusted[0], mask) and untrusted[1] is None
 
 
+def test_growth_takes_dark_white_matter_next_to_the_mask_only():
+    from mrinets.pipelines.wmh.segment import GROW_STEPS, grow_in_white_matter
+
+    t1 = np.ones((16, 12, 12), np.float32)
+    prob = np.zeros_like(t1)
+    wm = np.ones_like(t1)
+    # A sure core at 0.6 of white matter (midpoint 0.8); beside it along x, uncertain voxels of every kind.
+    t1[2:5, 4:7, 4:7], prob[2:5, 4:7, 4:7] = 0.6, 0.95
+    prob[5:12, 4:7, 4:7] = 0.3
+    t1[5:10, 4:7, 4:7] = 0.7  # dark enough: grown layer by layer, but no further than GROW_STEPS
+    t1[5:9, 4, 4] = 0.85  # brighter than the midpoint: less than half lesion
+    t1[5, 6, 6] = 0.2  # darker than the core by far: CSF
+    wm[5, 5, 6] = 0.2  # grey matter in the template
+    mask = prob >= 0.5
+    grown = grow_in_white_matter(mask, prob, t1, wm)
+    new = grown & ~mask
+    assert new[5].sum() == 9 - 3 and new[5 + GROW_STEPS - 1].any() and not new[5 + GROW_STEPS:].any()
+    assert not new[:, 4, 4].any() and not new[5, 6, 6] and not new[5, 5, 6]
+    assert (grown & mask).sum() == mask.sum()
+    # Nothing leaves the network's reach: no candidates, no sure core, or nothing marked.
+    assert np.array_equal(grow_in_white_matter(mask, np.where(prob == 0.3, 0.01, prob), t1, wm), mask)
+    assert np.array_equal(grow_in_white_matter(mask, np.minimum(prob, 0.8), t1, wm), mask)
+    assert not grow_in_white_matter(np.zeros_like(mask), prob, t1, wm).any()
+
+
 def test_partial_volume_trim_restores_the_edges_of_a_blurred_map(phantom):
     # A map as blurred as one taught through 5 mm slices: the phantom's own T1 puts the edges back.
     from scipy import ndimage
@@ -217,6 +242,13 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_weights, capsys
     assert status == 2
     assert err.count("\n") == 0 and str(path) in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_grow_without_the_trim_exits_2(tmp_path, tiny_weights, capsys):
+    out = tmp_path / "out"
+    assert main(["wmh", "predict", "t1.nii.gz", "--out", str(out), "--grow", "--no-pv-trim"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--grow" in err and not out.exists()
 
 
 @pytest.mark.parametrize("content", [b"", b"not weights\n", b"PK\x03\x04broken zip"])

@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-pv-trim", action="store_true",
                    help="keep mask voxels brighter than halfway between the lesion core and white matter (the "
                         "thresholded probability as it is; about 0.05 lower Dice on validation phantoms)")
+    p.add_argument("--grow", action="store_true",
+                   help="grow the trimmed mask up to 3 voxels into dark white matter around it (about 0.03 higher "
+                        "Dice on validation phantoms, but 60%% more volume on the real example T1; see README)")
     p.add_argument("--no-qc", action="store_true", help="skip the QC pictures")
     add_common(p)
     p.set_defaults(func=_predict)
@@ -94,7 +97,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     config = wmh.WmhConfig(weights=args.weights, threshold=args.threshold, method=args.method,
                            baseline_k=args.baseline_k, device=args.device, flip=not args.no_flip,
-                           pv_trim=not args.no_pv_trim)
+                           pv_trim=not args.no_pv_trim, grow=args.grow)
     images = [load(path, ndim=3) for path in args.t1]
     names = [im.name for im in images]
     if len(set(names)) != len(names):

@@ -136,14 +136,14 @@ def score_masks(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict:
 
 def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, baseline_k: float | None = 3.0,
                       register: bool = True, device: str = "auto", flip: bool = True,
-                      pv_trim: bool = True) -> dict:
+                      pv_trim: bool = True, grow: bool = False) -> dict:
     """Score networks (and the baseline) on posed, held-out phantoms at 1 mm against the truth.
 
     Each phantom sits in a random scanner pose; with ``register`` the pipeline
     registers it as it would a user's T1 (once, shared by every method), so
     the scores include registration error. ``flip`` is ``predict``'s mirror
-    pass and ``pv_trim`` its partial-volume trim of the mask; the result
-    records both and the sliding windows' overlap.
+    pass, ``pv_trim`` its partial-volume trim of the mask and ``grow`` its
+    ``--grow``; the result records them and the sliding windows' overlap.
     """
     from mrinets.data.phantoms.wmh import make_wmh_subject
     from mrinets.preprocess.register import register_to_mni
@@ -158,7 +158,8 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
         voxel_ml = float(np.prod(t1.voxel_size)) / 1000.0
         for name in methods:
             config = WmhConfig(method="baseline" if name == "baseline" else "network",
-                               baseline_k=baseline_k or 3.0, device=device, flip=flip, pv_trim=pv_trim)
+                               baseline_k=baseline_k or 3.0, device=device, flip=flip, pv_trim=pv_trim,
+                               grow=grow and name != "baseline")
             result = predict(t1, config, model=models.get(name), to_mni=to_mni)
             row = {"seed": seed, **score_masks(result.mask, truth, voxel_ml)}
             per_subject[name].append(row)
@@ -174,4 +175,4 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
                                                              [r["true_ml"] for r in rows]).items()},
         }
     return {"seeds": list(seeds), "mirror_pass": flip, "window_overlap": list(PREDICT_OVERLAP),
-            "pv_trim": pv_trim, "summary": summary, "subjects": per_subject}
+            "pv_trim": pv_trim, "grow": grow, "summary": summary, "subjects": per_subject}

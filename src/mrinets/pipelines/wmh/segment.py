@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from mrinets.data.atlas import QUADRANT_NAMES, REGION_NAMES, mni_regions, quadrants
 from mrinets.errors import ArgumentError, UnreadableFileError
@@ -20,7 +21,7 @@ from mrinets.pipelines.wmh.model import build_network, predict_logits
 from mrinets.training.engine import load_checkpoint
 
 __all__ = ["WmhConfig", "WmhResult", "WmhModel", "load_model", "predict", "box_logits", "baseline_grid",
-           "trim_partial_volume", "measures_table", "output_names", "bids_output_names", "DEFAULT_WEIGHTS",
+           "trim_partial_volume", "grow_in_white_matter", "measures_table", "output_names", "bids_output_names", "DEFAULT_WEIGHTS",
            "OUTPUT_SUFFIXES"]
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "wmh_t1.pt"
@@ -33,6 +34,9 @@ _LOGIT_LIMIT = 10.0
 PREDICT_OVERLAP = (0.25, 0.25, 0.75)
 # Fewest voxels the network must be sure of (a 3 x 3 x 3 cube) before their median is trusted as the lesion level.
 PV_TRIM_MIN_CORE = 27
+# --grow, fixed on tuning phantoms 810000-810011 (Dice 0.758 trimmed, 0.776 grown): steps and reach in voxels,
+# the least probability and template white-matter probability a grown voxel needs.
+GROW_STEPS, GROW_MIN_PROB, GROW_MIN_WM = 3, 0.05, 0.5
 
 
 @dataclass
@@ -46,6 +50,7 @@ class WmhConfig:
     device: str = "auto"
     flip: bool = True
     pv_trim: bool = True
+    grow: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
@@ -54,6 +59,8 @@ class WmhConfig:
             raise ArgumentError("--method", f"must be network or baseline, got {self.method!r}")
         if not self.baseline_k > 0:
             raise ArgumentError("--baseline-k", f"must be positive, got {self.baseline_k:g}")
+        if self.grow and not self.pv_trim:
+            raise ArgumentError("--grow", "grows the trimmed mask; it cannot go with --no-pv-trim")
 
 
 @dataclass
@@ -193,6 +200,17 @@ def box_logits(model: WmhModel, box: np.ndarray, *, device: str = "cpu", flip: b
     return logits
 
 
+def _lesion_core(prob: np.ndarray, t1: np.ndarray) -> tuple[float, float] | None:
+    """Median and robust SD of the T1 where the network is sure (None: too few such voxels, or not dark)."""
+    core = t1[prob > 0.9]
+    if core.size < PV_TRIM_MIN_CORE:
+        return None
+    level = float(np.median(core))
+    if level >= 1.0:
+        return None
+    return level, 1.4826 * float(np.median(np.abs(core - level)))
+
+
 def trim_partial_volume(mask: np.ndarray, prob: np.ndarray, t1: np.ndarray) -> tuple[np.ndarray, float | None]:
     """Drop mask voxels brighter than halfway between the lesion core and normal white matter.
 
@@ -210,14 +228,41 @@ def trim_partial_volume(mask: np.ndarray, prob: np.ndarray, t1: np.ndarray) -> t
 
     Returns the mask and the midpoint used (None: not trimmed).
     """
-    core = t1[prob > 0.9]
-    if core.size < PV_TRIM_MIN_CORE:
+    core = _lesion_core(prob, t1)
+    if core is None:
         return mask, None
-    lesion_level = float(np.median(core))
-    if lesion_level >= 1.0:
-        return mask, None
-    midpoint = 0.5 * (lesion_level + 1.0)
+    midpoint = 0.5 * (core[0] + 1.0)
     return mask & (t1 < midpoint), midpoint
+
+
+def grow_in_white_matter(mask: np.ndarray, prob: np.ndarray, t1: np.ndarray, wm: np.ndarray) -> np.ndarray:
+    """Grow a trimmed mask into the dark white-matter voxels around it (``--grow``).
+
+    The trim's converse: a voxel next to the mask, as dark as "more than half
+    lesion" (below the trim's midpoint, above the lesion core by at most two
+    robust SDs, as CSF is darker), is taken up to ``GROW_STEPS`` voxels out,
+    no further than that from the untrimmed mask, where the network gives at
+    least ``GROW_MIN_PROB`` and the template's white-matter probability
+    ``wm`` is at least ``GROW_MIN_WM`` (grey matter is as dark as lesion).
+    The network's edges, taught through 5 mm slices, stop short of the truth.
+    """
+    core = _lesion_core(prob, t1)
+    candidates = prob >= GROW_MIN_PROB
+    if core is None or not mask.any() or not candidates.any():
+        return mask
+    level, spread = core
+    # Work in the box around every candidate: the distance transform of a whole head costs seconds.
+    box = tuple(slice(max(int(i.min()) - GROW_STEPS - 1, 0), int(i.max()) + GROW_STEPS + 2)
+                for i in np.nonzero(candidates))
+    near = ndimage.distance_transform_edt(prob[box] < 0.5) <= GROW_STEPS
+    allowed = (near & candidates[box] & (t1[box] < 0.5 * (level + 1.0)) & (t1[box] > level - 2.0 * spread)
+               & (wm[box] >= GROW_MIN_WM))
+    grown = mask[box].copy()
+    for _ in range(GROW_STEPS):
+        grown |= ndimage.binary_dilation(grown) & allowed
+    out = mask.copy()
+    out[box] = grown
+    return out
 
 
 def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | None = None,
@@ -256,7 +301,11 @@ def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | Non
     mask = prob >= config.threshold
     midpoint = None
     if config.method == "network" and config.pv_trim:
-        mask, midpoint = trim_partial_volume(mask, prob, t1.data / wm_reference(raw_box))
+        scaled = t1.data / wm_reference(raw_box)
+        mask, midpoint = trim_partial_volume(mask, prob, scaled)
+        if config.grow:
+            wm = from_grid(grid_wm(), t1.affine, t1.spatial_shape, to_mni, order=1)
+            mask = grow_in_white_matter(mask, prob, scaled, wm)
 
     mni_labels, mni_affine = mni_regions()
     subject_in_mni = to_mni @ t1.affine
