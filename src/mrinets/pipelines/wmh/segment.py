@@ -21,8 +21,8 @@ from mrinets.pipelines.wmh.model import build_network, predict_logits
 from mrinets.training.engine import load_checkpoint
 
 __all__ = ["WmhConfig", "WmhResult", "WmhModel", "load_model", "predict", "box_logits", "baseline_grid",
-           "trim_partial_volume", "grow_in_white_matter", "measures_table", "output_names", "bids_output_names", "DEFAULT_WEIGHTS",
-           "OUTPUT_SUFFIXES"]
+           "trim_partial_volume", "grow_in_white_matter", "measures_table", "output_names", "bids_output_names",
+           "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES"]
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "wmh_t1.pt"
 OUTPUT_SUFFIXES = {"prob": "_wmh_prob.nii.gz", "mask": "_wmh_mask.nii.gz", "regions": "_wmh_regions.nii.gz",
