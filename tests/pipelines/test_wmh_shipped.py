@@ -25,6 +25,12 @@ def test_shipped_model_on_the_real_t1(real_t1, tmp_path):
     assert 0.5 < float(row["pv_trim_midpoint"]) < 1.0
     assert 1100 < float(row["etiv_ml"]) < 2200
     assert (out / "t1_image_wmh_qc.png").stat().st_size > 20_000
+    # --grow only adds to the trimmed mask, and on this T1 it does add.
+    grown_out = tmp_path / "grown"
+    assert main(["wmh", "predict", str(real_t1), "--out", str(grown_out), "--quiet", "--device", "cpu", "--grow",
+                 "--no-qc"]) == 0
+    mask, grown = (nib.load(d / "t1_image_wmh_mask.nii.gz").get_fdata() > 0 for d in (out, grown_out))
+    assert grown[mask].all() and grown.sum() > mask.sum()
 
 
 def test_shipped_weights_load_with_their_card():
