@@ -244,7 +244,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_weights, capsys
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_cli_grow_without_the_trim_exits_2(tmp_path, tiny_weights, capsys):
+def test_cli_grow_without_the_trim_exits_2(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["wmh", "predict", "t1.nii.gz", "--out", str(out), "--grow", "--no-pv-trim"]) == 2
     err = capsys.readouterr().err.strip()

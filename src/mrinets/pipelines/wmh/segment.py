@@ -239,8 +239,8 @@ def grow_in_white_matter(mask: np.ndarray, prob: np.ndarray, t1: np.ndarray, wm:
     """Grow a trimmed mask into the dark white-matter voxels around it (``--grow``).
 
     The trim's converse: a voxel next to the mask, as dark as "more than half
-    lesion" (below the trim's midpoint, above the lesion core by at most two
-    robust SDs, as CSF is darker), is taken up to ``GROW_STEPS`` voxels out,
+    lesion" (below the trim's midpoint, but no darker than the lesion core
+    minus two robust SDs, as CSF is darker), is taken up to ``GROW_STEPS`` voxels out,
     no further than that from the untrimmed mask, where the network gives at
     least ``GROW_MIN_PROB`` and the template's white-matter probability
     ``wm`` is at least ``GROW_MIN_WM`` (grey matter is as dark as lesion).
