@@ -11,6 +11,7 @@ import torch
 
 from mrinets.cli import main
 from mrinets.data.phantoms.wmh import make_wmh_subject
+from mrinets.errors import ArgumentError
 from mrinets.io.nifti import from_array
 from mrinets.metrics.segmentation import dice
 from mrinets.pipelines import wmh
@@ -226,7 +227,8 @@ def test_cli_predict_two_subjects_writes_cohort_csv(tmp_path, tiny_weights):
     assert np.abs(alone.get_fdata() - averaged.get_fdata()).max() > 1e-3
     bare_mask = nib.load(bare / "sub-1_T1w_wmh_mask.nii.gz").get_fdata() > 0
     np.testing.assert_array_equal(bare_mask, alone.get_fdata() >= 0.5)
-    assert next(csv.DictReader(open(bare / "sub-1_T1w_wmh.csv")))["pv_trim_midpoint"] == "nan"
+    bare_row = next(csv.DictReader(open(bare / "sub-1_T1w_wmh.csv")))
+    assert bare_row["pv_trim_midpoint"] == "nan" and bare_row["grow_added_ml"] == "nan"
 
 
 @pytest.mark.parametrize("case", ["4d", "2d", "empty", "noise"])
@@ -242,6 +244,13 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_weights, capsys
     assert status == 2
     assert err.count("\n") == 0 and str(path) in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_growth_follows_the_trim_unless_asked():
+    assert wmh.WmhConfig().grow is True and wmh.WmhConfig(pv_trim=False).grow is False
+    assert wmh.WmhConfig(grow=False).grow is False
+    with pytest.raises(ArgumentError, match="--grow"):
+        wmh.WmhConfig(pv_trim=False, grow=True)
 
 
 def test_cli_grow_without_the_trim_exits_2(tmp_path, capsys):
@@ -496,6 +505,8 @@ def test_model_card_says_whether_the_mask_was_trimmed():
 
     card = dict(wmh.load_model().card)
     assert "(x, y, z), with the partial-volume trim" in _model_card({**card, "held_out_pv_trim": True})
+    assert "trim of the mask and its growth" in _model_card({**card, "held_out_pv_trim": True, "held_out_grow": True})
+    assert "its growth" not in _model_card({**card, "held_out_pv_trim": True})
     # Cards written before the trim existed were scored without it.
     card.pop("held_out_pv_trim", None)
     assert "(x, y, z), without the partial-volume trim" in _model_card(card)
@@ -507,3 +518,5 @@ def test_evaluate_phantoms_records_mirror_pass_and_trim(tiny_weights):
                                    pv_trim=False)
     assert scores["mirror_pass"] is False and 0.0 <= scores["summary"]["net"]["dice_mean"] <= 1.0
     assert scores["window_overlap"] == [0.25, 0.25, 0.75] and scores["pv_trim"] is False
+    # Growth follows the trim, as in predict.
+    assert scores["grow"] is False

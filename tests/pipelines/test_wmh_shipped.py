@@ -6,6 +6,7 @@ import csv
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from mrinets.cli import main
 from mrinets.pipelines import wmh
@@ -25,12 +26,15 @@ def test_shipped_model_on_the_real_t1(real_t1, tmp_path):
     assert 0.5 < float(row["pv_trim_midpoint"]) < 1.0
     assert 1100 < float(row["etiv_ml"]) < 2200
     assert (out / "t1_image_wmh_qc.png").stat().st_size > 20_000
-    # --grow only adds to the trimmed mask, and on this T1 it does add.
-    grown_out = tmp_path / "grown"
-    assert main(["wmh", "predict", str(real_t1), "--out", str(grown_out), "--quiet", "--device", "cpu", "--grow",
-                 "--no-qc"]) == 0
-    mask, grown = (nib.load(d / "t1_image_wmh_mask.nii.gz").get_fdata() > 0 for d in (out, grown_out))
+    # The default growth only adds to the trimmed mask, on this T1 it does add, and the CSV says how much.
+    trimmed_out = tmp_path / "trimmed"
+    assert main(["wmh", "predict", str(real_t1), "--out", str(trimmed_out), "--quiet", "--device", "cpu",
+                 "--no-grow", "--no-qc"]) == 0
+    grown, mask = (nib.load(d / "t1_image_wmh_mask.nii.gz").get_fdata() > 0 for d in (out, trimmed_out))
     assert grown[mask].all() and grown.sum() > mask.sum()
+    voxel_ml = float(np.prod(src.header.get_zooms()[:3])) / 1000
+    assert float(row["grow_added_ml"]) == pytest.approx((grown.sum() - mask.sum()) * voxel_ml, rel=1e-4)
+    assert next(csv.DictReader(open(trimmed_out / "t1_image_wmh.csv")))["grow_added_ml"] == "nan"
 
 
 def test_shipped_weights_load_with_their_card():

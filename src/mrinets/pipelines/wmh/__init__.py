@@ -136,18 +136,20 @@ def score_masks(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict:
 
 def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, baseline_k: float | None = 3.0,
                       register: bool = True, device: str = "auto", flip: bool = True,
-                      pv_trim: bool = True, grow: bool = False) -> dict:
+                      pv_trim: bool = True, grow: bool | None = None) -> dict:
     """Score networks (and the baseline) on posed, held-out phantoms at 1 mm against the truth.
 
     Each phantom sits in a random scanner pose; with ``register`` the pipeline
     registers it as it would a user's T1 (once, shared by every method), so
     the scores include registration error. ``flip`` is ``predict``'s mirror
     pass, ``pv_trim`` its partial-volume trim of the mask and ``grow`` its
-    ``--grow``; the result records them and the sliding windows' overlap.
+    growth of that mask (None: as ``predict``, whenever trimmed); the result
+    records them and the sliding windows' overlap.
     """
     from mrinets.data.phantoms.wmh import make_wmh_subject
     from mrinets.preprocess.register import register_to_mni
 
+    grow = WmhConfig(pv_trim=pv_trim, grow=grow).grow
     methods = list(models) + (["baseline"] if baseline_k is not None else [])
     per_subject: dict[str, list[dict]] = {m: [] for m in methods}
     for seed in seeds:

@@ -34,7 +34,7 @@ _LOGIT_LIMIT = 10.0
 PREDICT_OVERLAP = (0.25, 0.25, 0.75)
 # Fewest voxels the network must be sure of (a 3 x 3 x 3 cube) before their median is trusted as the lesion level.
 PV_TRIM_MIN_CORE = 27
-# --grow, fixed on tuning phantoms 810000-810011 (Dice 0.758 trimmed, 0.776 grown): steps and reach in voxels,
+# The growth, fixed on tuning phantoms 810000-810011 (Dice 0.758 trimmed, 0.776 grown): steps and reach in voxels,
 # the least probability and template white-matter probability a grown voxel needs.
 GROW_STEPS, GROW_MIN_PROB, GROW_MIN_WM = 3, 0.05, 0.5
 
@@ -50,7 +50,8 @@ class WmhConfig:
     device: str = "auto"
     flip: bool = True
     pv_trim: bool = True
-    grow: bool = False
+    # None: grow whenever the mask is trimmed (the default since growth passed its rule on fresh seeds).
+    grow: bool | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
@@ -61,6 +62,8 @@ class WmhConfig:
             raise ArgumentError("--baseline-k", f"must be positive, got {self.baseline_k:g}")
         if self.grow and not self.pv_trim:
             raise ArgumentError("--grow", "grows the trimmed mask; it cannot go with --no-pv-trim")
+        if self.grow is None:
+            self.grow = self.pv_trim
 
 
 @dataclass
@@ -165,9 +168,11 @@ def measures_table(rows: list[dict]) -> str:
 
 
 def _measures(name: str, mask: np.ndarray, regions: np.ndarray, quadrant: np.ndarray, voxel_ml: float,
-              etiv_ml: float, score: float, pv_midpoint: float) -> dict:
-    # The trim's midpoint (T1 over the template's white-matter median; NaN: not trimmed) tells QC whether it acted.
-    row: dict = {"subject": name, "etiv_ml": etiv_ml, "registration_score": score, "pv_trim_midpoint": pv_midpoint}
+              etiv_ml: float, score: float, pv_midpoint: float, grown_ml: float) -> dict:
+    # The trim's midpoint (T1 over the template's white-matter median; NaN: not trimmed) and the volume the growth
+    # added (NaN: not grown) tell QC whether each acted.
+    row: dict = {"subject": name, "etiv_ml": etiv_ml, "registration_score": score, "pv_trim_midpoint": pv_midpoint,
+                 "grow_added_ml": grown_ml}
     total = float(mask.sum()) * voxel_ml
     row["wmh_total_ml"] = total
     row["wmh_total_frac_etiv"] = total / etiv_ml
@@ -236,7 +241,7 @@ def trim_partial_volume(mask: np.ndarray, prob: np.ndarray, t1: np.ndarray) -> t
 
 
 def grow_in_white_matter(mask: np.ndarray, prob: np.ndarray, t1: np.ndarray, wm: np.ndarray) -> np.ndarray:
-    """Grow a trimmed mask into the dark white-matter voxels around it (``--grow``).
+    """Grow a trimmed mask into the dark white-matter voxels around it (``predict``'s default; ``--no-grow``).
 
     The trim's converse: a voxel next to the mask, as dark as "more than half
     lesion" (below the trim's midpoint, but no darker than the lesion core
@@ -298,14 +303,17 @@ def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | Non
     else:
         prob_box = baseline_grid(box, config.baseline_k)
         prob = np.clip(from_grid(prob_box, t1.affine, t1.spatial_shape, to_mni, order=1), 0.0, 1.0)
+    voxel_ml = float(np.prod(t1.voxel_size)) / 1000.0
     mask = prob >= config.threshold
-    midpoint = None
+    midpoint, grown_ml = None, float("nan")
     if config.method == "network" and config.pv_trim:
         scaled = t1.data / wm_reference(raw_box)
         mask, midpoint = trim_partial_volume(mask, prob, scaled)
         if config.grow:
             wm = from_grid(grid_wm(), t1.affine, t1.spatial_shape, to_mni, order=1)
+            trimmed = int(mask.sum())
             mask = grow_in_white_matter(mask, prob, scaled, wm)
+            grown_ml = (int(mask.sum()) - trimmed) * voxel_ml
 
     mni_labels, mni_affine = mni_regions()
     subject_in_mni = to_mni @ t1.affine
@@ -315,8 +323,7 @@ def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | Non
     quadrant = quadrants(idx @ subject_in_mni[:3, :3].T.astype(np.float32) + subject_in_mni[:3, 3])
     icv_ml = float((load_mni().mask.data > 0.5).sum()) / 1000.0
     etiv = icv_ml / float(abs(np.linalg.det(to_mni[:3, :3])))
-    voxel_ml = float(np.prod(t1.voxel_size)) / 1000.0
     measures = _measures(t1.name, mask, regions, quadrant, voxel_ml, etiv, score,
-                         float("nan") if midpoint is None else midpoint)
+                         float("nan") if midpoint is None else midpoint, grown_ml)
     return WmhResult(name=t1.name, prob=prob.astype(np.float32), mask=mask, regions=regions, measures=measures,
                      reference=t1)
