@@ -299,7 +299,7 @@ def test_cli_batch_wmh_gathers_cohort_and_resumes(tmp_path, tiny_weights):
             "--workers", "0", "--quiet"]
     assert main(argv) == 1  # sub-b fails alone
     rows = list(csv.DictReader(open(out / "cohort_wmh.csv")))
-    assert [r["subject"] for r in rows] == ["sub-a"]
+    assert [r["subject"] for r in rows] == ["sub-a"] and rows[0]["grow_added_ml"] != "nan"
     assert (out / "sub-a" / "a_wmh_mask.nii.gz").is_file() and not (out / "sub-b").exists()
     summary = (out / "mrinets_summary_part0.tsv").read_text()
     assert "sub-b\tfailed" in summary
@@ -316,11 +316,12 @@ def test_bids_app_runs_wmh_on_t1w_with_bids_names(tmp_path, tiny_weights):
     nib.save(nib.Nifti1Image(p.t1, p.t1_affine), anat / "sub-01_ses-a_T1w.nii.gz")
     out = tmp_path / "deriv"
     argv = ["bids", str(root), str(out), "participant", "--pipelines", "wmh", "--weights", str(tiny_weights),
-            "--workers", "0", "--quiet"]
+            "--workers", "0", "--quiet", "--no-grow"]
     assert main(argv) == 0
     folder = out / "sub-01" / "ses-a" / "anat"
     assert (folder / "sub-01_ses-a_space-T1w_label-WMH_probseg.nii.gz").is_file()
-    assert (folder / "sub-01_ses-a_desc-wmh_measures.csv").is_file()
+    row = next(csv.DictReader(open(folder / "sub-01_ses-a_desc-wmh_measures.csv")))
+    assert row["grow_added_ml"] == "nan"
     assert (folder / ".mrinets-done-wmh").is_file() and (out / "dataset_description.json").is_file()
 
 

@@ -39,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--method", choices=("tkd", "tv"), default="tkd", help="qsm: dipole inversion")
     p.add_argument("--weights", help="wmh, microstructure: weights file (default: the shipped model)")
+    p.add_argument("--no-grow", action="store_true", help="wmh: do not grow the trimmed mask (wmh predict --no-grow)")
     add_scale_options(p)
     add_common(p)
     p.set_defaults(func=_run)
@@ -104,7 +105,7 @@ def _run_wmh(args: argparse.Namespace, rows, resolve, out: Path) -> int:
     from mrinets.io import write_text
     from mrinets.pipelines import wmh
 
-    config = wmh.WmhConfig(weights=args.weights)
+    config = wmh.WmhConfig(weights=args.weights, grow=False if args.no_grow else None)
     tasks = [Task(name=row["subject"], outdir=out / row["subject"], run=functools.partial(
         wmh.predict_and_save, resolve(row["t1"]), out / row["subject"], config=config)) for row in rows]
     selected = shard(tasks, num_parts=args.num_parts, part_id=args.part_id)

@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pipelines", nargs="+", choices=PIPELINES, default=list(PIPELINES))
     p.add_argument("--method", choices=("tkd", "tv"), default="tv", help="QSM dipole inversion (default tv)")
     p.add_argument("--weights", help="WMH weights file (default: the shipped model)")
+    p.add_argument("--no-grow", action="store_true", help="WMH: do not grow the trimmed mask (wmh predict --no-grow)")
     p.add_argument("--noddi-weights", help="microstructure weights file (default: the shipped model)")
     add_scale_options(p)
     add_common(p)
@@ -53,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
                                       config=config, names=qsm.bids_output_names(run.prefix)),
             ))
     if "wmh" in args.pipelines:
-        config = wmh.WmhConfig(weights=args.weights)
+        config = wmh.WmhConfig(weights=args.weights, grow=False if args.no_grow else None)
         for t1 in find_t1w_runs(args.bids_dir, participant_labels=args.participant_label):
             outdir = derivative_dir(out, t1.subject, t1.session)
             tasks.append(Task(name=f"{t1.prefix}_wmh", outdir=outdir, marker=".mrinets-done-wmh", run=functools.partial(
