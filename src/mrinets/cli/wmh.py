@@ -41,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "thresholded probability as it is; about 0.05 lower Dice on validation phantoms)")
     p.add_argument("--grow", action=argparse.BooleanOptionalAction, default=None,
                    help="grow the trimmed mask up to 3 voxels into dark white matter around it (default: whenever "
-                        "the mask is trimmed; about 0.02 higher Dice on validation phantoms, lower on loads under "
-                        "1.5 mL; see README)")
+                        "the mask is trimmed; about 0.02 higher Dice on validation phantoms, often lower under 2 mL "
+                        "of lesion; see README)")
     p.add_argument("--no-qc", action="store_true", help="skip the QC pictures")
     add_common(p)
     p.set_defaults(func=_predict)
