@@ -353,10 +353,14 @@ def test_cli_train_on_user_pairs(tmp_path):
     (tmp_path / "pairs.tsv").write_text("t1\tflair_label\nt1.nii.gz\tlabel.nii.gz\n")
     out = tmp_path / "model"
     common = ["--pairs", str(tmp_path / "pairs.tsv"), "--epochs", "1", "--samples-per-subject", "2",
-              "--no-recalibrate", "--quiet", "--device", "cpu"]
+              "--no-recalibrate", "--quiet", "--device", "cpu", "--channels", "8", "16", "24", "32"]
     assert main(["wmh", "train", "--out", str(out), *common]) == 0
-    card = wmh.load_model(out / "wmh_t1.pt").card
-    assert card["n_subjects"] == 1 and "--pairs" in card["command"]
+    model = wmh.load_model(out / "wmh_t1.pt")
+    card = model.card
+    assert card["n_subjects"] == 1 and "--pairs" in card["command"] and "--channels 8 16 24 32" in card["command"]
+    assert list(card["config"]["channels"]) == [8, 16, 24, 32]
+    assert sum(p.numel() for p in model.network.parameters()) < 0.5 * sum(
+        p.numel() for p in wmh.load_model().network.parameters())
     assert (out / "wmh_t1.md").read_text().startswith("# mrinets WMH network")
     # A second step retrained on the first one: the card names both commands, the first step keeps its own.
     again = tmp_path / "again"
@@ -386,6 +390,8 @@ def test_cli_train_refuses_a_file_that_is_not_a_first_step(tmp_path, tiny_weight
     assert "--workers" in capsys.readouterr().err and not out.exists()
     assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--loss", "naive", "--tilt", "0.5"]) == 2
     assert "--tilt" in capsys.readouterr().err and not out.exists()
+    assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--channels", "0", "8", "16", "32"]) == 2
+    assert "--channels" in capsys.readouterr().err and not out.exists()
 
 
 def test_phantom_subjects_keep_the_seed_order_in_worker_processes():

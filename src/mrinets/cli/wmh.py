@@ -69,6 +69,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--first-step", help="a network from an earlier run on the same subjects and settings, "
                                         "used instead of training the first step: its wmh_t1_step1.pt, or its "
                                         "final wmh_t1.pt for a further step (labels fitted against it)")
+    t.add_argument("--channels", type=int, nargs=4, default=[16, 32, 64, 128], metavar="C",
+                   help="the U-Net's channels at each of its four levels (default 16 32 64 128)")
     t.add_argument("--epochs", type=int, default=8)
     t.add_argument("--samples-per-subject", type=int, default=48, help="patches per subject and epoch")
     t.add_argument("--batch-size", type=int, default=4)
@@ -149,6 +151,8 @@ def _train(args: argparse.Namespace) -> int:
         raise ArgumentError("--phantoms", "counts must not be negative")
     if args.workers < 1:
         raise ArgumentError("--workers", f"must be at least 1, got {args.workers}")
+    if min(args.channels) < 1:
+        raise ArgumentError("--channels", f"must be positive, got {' '.join(map(str, args.channels))}")
     if args.tilt and args.loss == "naive":
         raise ArgumentError("--tilt", "needs the super-resolution loss (the naive labels are not carried along)")
     if args.phantoms == 0 and not args.pairs:
@@ -156,7 +160,8 @@ def _train(args: argparse.Namespace) -> int:
     config = wmh.WmhTrainConfig(loss=args.loss, epochs=args.epochs, samples_per_subject=args.samples_per_subject,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, two_step=not args.one_step,
                                 recalibrate=not args.no_recalibrate, second_temperature=args.second_temperature,
-                                tilt=args.tilt, device=args.device, quiet=args.quiet)
+                                tilt=args.tilt, channels=tuple(args.channels), device=args.device,
+                                quiet=args.quiet)
     first = None
     if args.first_step:
         if args.one_step:
@@ -204,6 +209,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_argv(args: argparse.Namespace) -> list[str]:
+    from mrinets.pipelines.wmh import WmhTrainConfig
+
     argv = ["--out", str(args.out), "--phantoms", str(args.phantoms), "--seed-start", str(args.seed_start),
             "--loss", args.loss, "--epochs", str(args.epochs), "--samples-per-subject", str(args.samples_per_subject),
             "--batch-size", str(args.batch_size), "--lr", f"{args.lr:g}", "--seed", str(args.seed),
@@ -218,6 +225,8 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--second-temperature", f"{args.second_temperature:g}"]
     if args.tilt:
         argv += ["--tilt", f"{args.tilt:g}"]
+    if tuple(args.channels) != WmhTrainConfig.channels:
+        argv += ["--channels", *map(str, args.channels)]
     if args.first_step:
         argv += ["--first-step", args.first_step]
     return argv
