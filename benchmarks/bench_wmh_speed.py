@@ -8,7 +8,7 @@ picture are all counted; peak memory is the child's maximum resident set.
 The published deep-T1-WMH tool takes about 25 s and 3.4 GB per subject on this
 2-core machine class (the issue's figures).
 
-Run: ``python benchmarks/bench_wmh_speed.py [--repeats 3]``
+Run: ``python benchmarks/bench_wmh_speed.py [--repeats 3] [predict options, e.g. --no-grow]``
 """
 
 from __future__ import annotations
@@ -47,17 +47,18 @@ def one_mm_t1(folder: Path) -> tuple[Path, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args, predict_options = parser.parse_known_args()
     exe = Path(sys.executable).with_name("mrinets")
     with tempfile.TemporaryDirectory() as tmp:
         t1, what = one_mm_t1(Path(tmp))
         times = []
         for i in range(args.repeats):
             start = time.perf_counter()
-            subprocess.run([str(exe), "wmh", "predict", str(t1), "--out", f"{tmp}/out{i}", "--quiet"], check=True)
+            subprocess.run([str(exe), "wmh", "predict", str(t1), "--out", f"{tmp}/out{i}", "--quiet", *predict_options],
+                           check=True)
             times.append(time.perf_counter() - start)
         peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
-    print(f"mrinets wmh predict on {what}, {args.repeats} fresh processes")
+    print(f"mrinets wmh predict{''.join(' ' + o for o in predict_options)} on {what}, {args.repeats} fresh processes")
     print(f"{'':24}{'mrinets':>12}{'deep-T1-WMH':>14}")
     print(f"{'time per subject (s)':24}{np.median(times):>12.1f}{PUBLISHED_SECONDS:>14.1f}")
     print(f"{'peak memory (GB)':24}{peak_gb:>12.2f}{PUBLISHED_GB:>14.1f}")
