@@ -346,7 +346,7 @@ def test_two_step_drops_a_grossly_wrong_label(subject):
     assert isinstance(first, _Oracle)
 
 
-def test_cli_train_on_user_pairs(tmp_path):
+def test_cli_train_on_user_pairs(tmp_path, capsys):
     p = make_wmh_subject(8, pose=True, severity=0.8)
     nib.save(nib.Nifti1Image(p.t1, p.t1_affine), tmp_path / "t1.nii.gz")
     nib.save(nib.Nifti1Image(p.flair_label.astype(np.uint8), p.flair_affine), tmp_path / "label.nii.gz")
@@ -362,6 +362,11 @@ def test_cli_train_on_user_pairs(tmp_path):
     assert sum(p.numel() for p in model.network.parameters()) < 0.5 * sum(
         p.numel() for p in wmh.load_model().network.parameters())
     assert (out / "wmh_t1.md").read_text().startswith("# mrinets WMH network")
+    # A first step from other subjects cannot be the start of this run's second step.
+    assert main(["wmh", "train", "--out", str(tmp_path / "other"), "--first-step", str(out / "wmh_t1_step1.pt"),
+                 "--phantoms", "2", *common]) == 2
+    assert "0 phantoms from seed 1000 and pairs pairs.tsv" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
     # A second step retrained on the first one: the card names both commands, the first step keeps its own.
     again = tmp_path / "again"
     assert main(["wmh", "train", "--out", str(again), "--first-step", str(out / "wmh_t1_step1.pt"),

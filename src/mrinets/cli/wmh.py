@@ -166,7 +166,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.first_step:
         if args.one_step:
             raise ArgumentError("--first-step", "needs the second step (drop --one-step)")
-        first = _load_first_step(args.first_step, config)
+        first = _load_first_step(args.first_step, config, args)
     out = ensure_outdir(args.out)
     # The canonical command, every option spelled out, so the card's line reproduces the weights.
     command = "mrinets wmh train " + " ".join(shlex.quote(a) for a in _train_argv(args))
@@ -232,7 +232,9 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def _load_first_step(path: str, config):
+def _load_first_step(path: str, config, args: argparse.Namespace):
+    import shlex
+
     from mrinets.errors import ArgumentError
     from mrinets.pipelines import wmh
 
@@ -240,9 +242,22 @@ def _load_first_step(path: str, config):
         model = wmh.load_model(path)
     except ArgumentError as exc:
         raise ArgumentError("--first-step", exc.problem) from None
-    if tuple(model.patch_size) != config.patch_size or not model.card.get("command", "").startswith(
-            ("first step of: mrinets wmh train", "mrinets wmh train")):
+    command = model.card.get("command", "").removeprefix("first step of: ")
+    if tuple(model.patch_size) != config.patch_size or not command.startswith("mrinets wmh train "):
         raise ArgumentError("--first-step", f"{path} is not a network saved by `mrinets wmh train`")
+    # Its labels are fitted against that network, so it must have been trained on the same subjects.
+    subjects = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    subjects.add_argument("--phantoms", type=int, default=0)
+    subjects.add_argument("--seed-start", type=int, default=1000)
+    subjects.add_argument("--pairs")
+    theirs = subjects.parse_known_args(shlex.split(command.removeprefix("mrinets wmh train ")))[0]
+
+    def who(a) -> str:
+        pairs = f" and pairs {Path(a.pairs).name}" if a.pairs else ""
+        return f"{a.phantoms} phantoms from seed {a.seed_start}{pairs}"
+
+    if who(theirs) != who(args):
+        raise ArgumentError("--first-step", f"{path} was trained on {who(theirs)}, this run on {who(args)}")
     return model
 
 
