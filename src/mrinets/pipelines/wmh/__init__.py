@@ -160,8 +160,7 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
         voxel_ml = float(np.prod(t1.voxel_size)) / 1000.0
         for name in methods:
             config = WmhConfig(method="baseline" if name == "baseline" else "network",
-                               baseline_k=baseline_k or 3.0, device=device, flip=flip, pv_trim=pv_trim,
-                               grow=grow and name != "baseline")
+                               baseline_k=baseline_k or 3.0, device=device, flip=flip, pv_trim=pv_trim, grow=grow)
             result = predict(t1, config, model=models.get(name), to_mni=to_mni)
             row = {"seed": seed, **score_masks(result.mask, truth, voxel_ml)}
             per_subject[name].append(row)
