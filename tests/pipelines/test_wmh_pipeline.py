@@ -437,6 +437,60 @@ def test_tilted_patches_carry_the_label_geometry_with_them(subject):
         WmhTrainConfig(loss="naive", tilt=0.5)
 
 
+def test_dense_labels_are_cut_and_tilted_with_the_image(subject):
+    from scipy import ndimage
+
+    from mrinets.pipelines.wmh.data import SliceLabelPatches
+
+    image = ndimage.gaussian_filter(subject.truth.astype(np.float32), 1.0)
+    dense = wmh.data.TrainingSubject(**{**subject.__dict__, "image": image, "dense": (image > 0.5).astype(np.uint8)})
+    kwargs = dict(patch_size=(32, 32, 24), block=(24, 24, 3), samples_per_subject=6, augment=False)
+    for tilt, least in ((0.0, 1.0), (1.0, 0.85)):
+        data = SliceLabelPatches([dense], tilt=tilt, **kwargs)
+        # Carried by the same coordinates, the label stays on the image's lesion; tilted, both are interpolated
+        # and their edges may differ.
+        agree = [dice(x["dense"].numpy() > 0.5, x["image"].numpy() > 0.5) for x in map(data.__getitem__, range(6))]
+        assert min(agree) >= least
+    assert "dense" not in SliceLabelPatches([subject], **kwargs)[0]
+    with pytest.raises(ValueError, match="every subject"):
+        SliceLabelPatches([dense, subject], **kwargs)
+
+
+def test_second_step_teaches_the_first_models_mask_as_a_dense_label(subject, monkeypatch):
+    from mrinets.pipelines.wmh import model as wmh_model
+
+    seen = []
+
+    def record(subjects, config, **kwargs):
+        seen.append(subjects)
+        return _Oracle()
+
+    monkeypatch.setattr(wmh_model, "train_network", record)
+    base = {**subject.__dict__, "image": subject.truth.astype(np.float32)}
+    subjects = [wmh.data.TrainingSubject(**{**base, "name": f"s{i}"}) for i in range(2)]
+    config = WmhTrainConfig(**{**TINY, "dense_weight": 1.0, "recalibrate": False})
+    _, report, _ = wmh_model.train_two_step(subjects, config, first=_Oracle())
+    # The oracle's mask is the truth's (a bright "lesion" is neither trimmed nor grown), seen in the search region.
+    assert all(s.dense is not None and s.dense.shape == GRID_SHAPE for s in seen[0])
+    assert min(report["dense_label_dice"].values()) > 0.8
+    batch = {k: v[None] for k, v in wmh.data.SliceLabelPatches(seen[0], (32, 32, 24), 1, block=(24, 24, 3))[0].items()}
+    loss = wmh_model._loss_fn(config)
+    without = {k: v for k, v in batch.items() if k != "dense"}
+    net = wmh_model.build_network(config.channels)
+    with torch.no_grad():
+        assert float(loss(net, batch)) > float(loss(net, without)) > 0
+    with pytest.raises(ValueError, match="second step"):
+        WmhTrainConfig(dense_weight=1.0, two_step=False)
+    with pytest.raises(ValueError, match="negative"):
+        WmhTrainConfig(dense_weight=-1.0)
+
+
+def test_cli_dense_label_without_the_second_step_exits_2(tmp_path, capsys):
+    out = tmp_path / "w"
+    assert main(["wmh", "train", "--out", str(out), "--phantoms", "1", "--one-step", "--dense-weight", "1"]) == 2
+    assert "--dense-weight" in capsys.readouterr().err and not out.exists()
+
+
 def test_second_step_trains_with_its_own_temperature(subject, monkeypatch):
     from mrinets.pipelines.wmh import model as wmh_model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["add_common", "finite_float", "positive_float", "share_float"]
+__all__ = ["add_common", "finite_float", "positive_float", "nonnegative_float", "share_float"]
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +30,14 @@ def positive_float(text: str) -> float:
     value = finite_float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite float, zero or above."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
 
 

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mrinets.cli.common import add_common, finite_float, positive_float, share_float
+from mrinets.cli.common import add_common, finite_float, nonnegative_float, positive_float, share_float
 
 NAME = "wmh"
 CARD_BASELINE_K = 3.0
@@ -63,6 +63,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="second step: keep each label's pose and the default threshold (only drop outliers)")
     t.add_argument("--second-temperature", type=positive_float,
                    help="second step: temperature of the rater model (default: the first step's, 0.1)")
+    t.add_argument("--dense-weight", type=nonnegative_float, default=0.0,
+                   help="second step: also teach each kept subject's first-model mask, trimmed and grown as "
+                        "predict makes it, as a dense 1 mm label with this weight beside the thick label (0: off)")
     t.add_argument("--tilt", type=share_float, default=0.0,
                    help="share of training patches tilted (with their labels) by up to 90 degrees about a "
                         "horizontal axis, so thin lesions along the label's slices are seen at other angles")
@@ -153,6 +156,8 @@ def _train(args: argparse.Namespace) -> int:
         raise ArgumentError("--workers", f"must be at least 1, got {args.workers}")
     if min(args.channels) < 1:
         raise ArgumentError("--channels", f"must be positive, got {' '.join(map(str, args.channels))}")
+    if args.dense_weight and (args.loss == "naive" or args.one_step):
+        raise ArgumentError("--dense-weight", "needs the super-resolution loss and the second step")
     if args.tilt and args.loss == "naive":
         raise ArgumentError("--tilt", "needs the super-resolution loss (the naive labels are not carried along)")
     if args.phantoms == 0 and not args.pairs:
@@ -160,7 +165,8 @@ def _train(args: argparse.Namespace) -> int:
     config = wmh.WmhTrainConfig(loss=args.loss, epochs=args.epochs, samples_per_subject=args.samples_per_subject,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, two_step=not args.one_step,
                                 recalibrate=not args.no_recalibrate, second_temperature=args.second_temperature,
-                                tilt=args.tilt, channels=tuple(args.channels), device=args.device,
+                                tilt=args.tilt, dense_weight=args.dense_weight, channels=tuple(args.channels),
+                                device=args.device,
                                 quiet=args.quiet)
     first = None
     if args.first_step:
@@ -225,6 +231,8 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--second-temperature", f"{args.second_temperature:g}"]
     if args.tilt:
         argv += ["--tilt", f"{args.tilt:g}"]
+    if args.dense_weight:
+        argv += ["--dense-weight", f"{args.dense_weight:g}"]
     if tuple(args.channels) != WmhTrainConfig.channels:
         argv += ["--channels", *map(str, args.channels)]
     if args.first_step:

@@ -36,8 +36,10 @@ class TrainingSubject:
     ``label_to_grid`` maps label voxel indices to box voxel indices; the label's
     slice axis is its coarsest one; ``threshold`` is the share of a thick
     voxel its rater needs to mark it (None: the training default; the
-    two-step procedure fits one per label); ``truth`` (box grid) and ``meta``
-    (how a phantom's label was flawed) are for evaluation only.
+    two-step procedure fits one per label); ``dense`` is an optional 1 mm label
+    in the box (the second step's refined label, from the first model);
+    ``truth`` (box grid) and ``meta`` (how a phantom's label was flawed) are
+    for evaluation only.
     """
 
     name: str
@@ -50,6 +52,7 @@ class TrainingSubject:
     truth: np.ndarray | None = None
     weight: float = 1.0
     threshold: float | None = None
+    dense: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
 
     def profile(self) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +137,8 @@ class SliceLabelPatches(_Patches):
 
     Items: ``image`` (1, X, Y, Z), ``grid`` (A, B, C*K, 3), ``profile`` (K,),
     ``label`` and ``valid`` (A, B, C), ``weight`` () and ``threshold`` () (the
-    subject's own, else ``threshold``).
+    subject's own, else ``threshold``); when the subjects carry a dense label,
+    ``dense`` (1, X, Y, Z), sampled as the image is.
     """
 
     def __init__(self, subjects, patch_size=(64, 64, 40), samples_per_subject: int = 50, *,
@@ -147,10 +151,14 @@ class SliceLabelPatches(_Patches):
         self.step = int(in_plane_step)
         self.threshold = float(threshold)
         self.tilt = float(tilt)
+        with_dense = [s.dense is not None for s in self.subjects]
+        if any(with_dense) and not all(with_dense):
+            raise ValueError("either every subject has a dense label or none has")
+        self.dense = all(with_dense)
 
     def _tilted(self, subject: TrainingSubject, centre: np.ndarray, box: np.ndarray,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A patch whose axes are tilted about a random horizontal axis, and ``box`` in its voxels.
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """A patch whose axes are tilted about a random horizontal axis, ``box`` in its voxels, its dense label.
 
         A thick axial label can only mark a thin lesion that crosses its
         slices; one lying along them (a band on a ventricle's roof) stays
@@ -165,9 +173,14 @@ class SliceLabelPatches(_Patches):
         move = rotation * spacing[None, :] / spacing[:, None]
         half = (np.asarray(self.patch_size) - 1) / 2.0
         voxels = np.indices(self.patch_size, dtype=np.float32).reshape(3, -1) - half[:, None]
-        image = ndimage.map_coordinates(subject.image, centre[:, None] + move @ voxels, order=1, mode="constant")
+        coords = centre[:, None] + move @ voxels
+        image = ndimage.map_coordinates(subject.image, coords, order=1, mode="constant")
+        dense = None
+        if self.dense:
+            dense = ndimage.map_coordinates(subject.dense.astype(np.float32), coords, order=1, mode="constant")
+            dense = dense.reshape(1, *self.patch_size)
         local = (box - centre) @ np.linalg.inv(move).T.astype(np.float32) + half
-        return self._jitter(image.reshape(1, *self.patch_size), rng), local.astype(np.float32)
+        return self._jitter(image.reshape(1, *self.patch_size), rng), local.astype(np.float32), dense
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         subject, centre, rng = self._draw(item)
@@ -191,10 +204,13 @@ class SliceLabelPatches(_Patches):
         hi_box = np.ceil(box.reshape(-1, 3).max(0))
         # No draw without tilt: the untilted patch stream, and so the untilted runs' weights, stay reproducible.
         if self.tilt > 0 and rng.random() < self.tilt:
-            image, local = self._tilted(subject, (lo_box + hi_box) / 2, box, rng)
+            image, local, dense = self._tilted(subject, (lo_box + hi_box) / 2, box, rng)
         else:
             corner = ((lo_box + hi_box) / 2 - np.asarray(self.patch_size) // 2).astype(int)
             image, local = self._image(subject, corner, rng), box - corner
+            dense = None
+            if self.dense:
+                dense = extract_patch(subject.dense, corner + np.asarray(self.patch_size) // 2, self.patch_size)
         limit = np.asarray(self.patch_size) - 1
         # A thick voxel counts when its centre lies in the patch; profile tails beyond the edge read the edge.
         centre_point = local[..., len(offsets) // 2, :]
@@ -202,7 +218,7 @@ class SliceLabelPatches(_Patches):
         norm = 2.0 * local / limit - 1.0
         label, valid, norm = (np.transpose(a, order + list(range(3, a.ndim))) for a in (label, valid, norm))
         grid = norm[..., ::-1].reshape(block[0], block[1], block[2] * len(offsets), 3)
-        return {
+        item = {
             "image": torch.from_numpy(image),
             "grid": torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32)),
             "profile": torch.from_numpy(weights),
@@ -212,6 +228,9 @@ class SliceLabelPatches(_Patches):
             "threshold": torch.tensor(self.threshold if subject.threshold is None else subject.threshold,
                                       dtype=torch.float32),
         }
+        if dense is not None:
+            item["dense"] = torch.from_numpy(dense.astype(np.float32))
+        return item
 
 
 class NaiveLabelPatches(_Patches):

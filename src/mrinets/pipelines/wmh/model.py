@@ -46,6 +46,7 @@ class WmhTrainConfig:
     two_step: bool = True
     recalibrate: bool = True
     drop_ratio: float = 0.25
+    dense_weight: float = 0.0
     tilt: float = 0.0
     device: str = "auto"
     quiet: bool = False
@@ -63,6 +64,10 @@ class WmhTrainConfig:
             raise ValueError(f"tilt must be a share between 0 and 1, got {self.tilt}")
         if self.tilt and self.loss == "naive":
             raise ValueError("tilt needs the super-resolution loss (the naive labels are not carried along)")
+        if not self.dense_weight >= 0:
+            raise ValueError(f"dense_weight must not be negative, got {self.dense_weight}")
+        if self.dense_weight and (self.loss == "naive" or not self.two_step):
+            raise ValueError("a dense label needs the super-resolution loss and the second step")
         if not self.temperature > 0 or (self.second_temperature is not None and not self.second_temperature > 0):
             raise ValueError("temperatures must be positive")
 
@@ -178,9 +183,13 @@ def _loss_fn(config: WmhTrainConfig):
         return naive
 
     def sr(model, batch):
-        return super_resolution_loss(model(batch["image"]), batch["grid"], batch["profile"], batch["label"],
-                                     batch["valid"], threshold=batch["threshold"], temperature=config.temperature,
+        logits = model(batch["image"])
+        loss = super_resolution_loss(logits, batch["grid"], batch["profile"], batch["label"], batch["valid"],
+                                     threshold=batch["threshold"], temperature=config.temperature,
                                      sample_weight=batch["weight"])
+        if "dense" in batch:
+            loss = loss + config.dense_weight * segmentation_loss(logits, batch["dense"], batch["weight"])
+        return loss
     return sr
 
 
@@ -231,6 +240,13 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
 
     Returns the final network, a report (agreements, fits, dropped labels) and
     the first-step network (the final one too without ``config.two_step``).
+
+    With ``config.dense_weight`` each label is also refined by the first
+    model: its mask as ``predict`` makes it (trimmed and grown by the T1's own
+    intensities, :func:`~mrinets.pipelines.wmh.segment.box_mask`) becomes a
+    dense 1 mm label, taught beside the thick one with that weight. The thick
+    label knows where lesions are but not where, inside 5 mm, their edges
+    lie; the T1 shows those edges.
     """
     first = first if first is not None else train_network(subjects, config)
     if on_first is not None:
@@ -238,12 +254,22 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
     report: dict = {"config": asdict(config), "subjects": [s.name for s in subjects]}
     if not config.two_step:
         return first, report, first
-    checked, scores, fits = [], [], {}
-    for s in subjects:
+    from rich.progress import track
+
+    # segment.py imports this module.
+    from mrinets.pipelines.wmh.segment import WmhModel, box_mask
+
+    checked, scores, fits, dense_dice = [], [], {}, {}
+    for s in track(subjects, description="checking labels", disable=config.quiet):
         prob = predict_grid(first, s.image, config.patch_size)
         # The naive ablation's upsampled labels have no pose or threshold to fit.
         if config.recalibrate and config.loss != "naive":
             s, fits[s.name] = recalibrate_label(prob, s)
+        if config.dense_weight:
+            dense = box_mask(WmhModel(first, config.patch_size, {}), s.image).astype(np.uint8)
+            s = TrainingSubject(**{**s.__dict__, "dense": dense})
+            if s.truth is not None:
+                dense_dice[s.name] = round(dice(dense > 0, s.truth > 0.5), 4)
         checked.append(s)
         scores.append(label_agreement(prob, s))
     scores = np.array(scores)
@@ -255,6 +281,9 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
                   dropped=[s.name for s in kept if s.weight == 0])
     if fits:
         report["recalibration"] = fits
+    if dense_dice:
+        report["dense_label_dice"] = dense_dice
+        log.info("two-step: dense labels' Dice with the truth, median %.3f", np.median(list(dense_dice.values())))
     log.info("two-step: %d of %d labels kept (median agreement %.3f)", n_kept, len(subjects), median)
     per_subject = int(np.ceil(config.samples_per_subject * len(subjects) / max(n_kept, 1)))
     second_config = replace(config, temperature=config.second_temperature or config.temperature)

@@ -21,8 +21,8 @@ from mrinets.pipelines.wmh.model import build_network, predict_logits
 from mrinets.training.engine import load_checkpoint
 
 __all__ = ["WmhConfig", "WmhResult", "WmhModel", "load_model", "predict", "box_logits", "baseline_grid",
-           "trim_partial_volume", "grow_in_white_matter", "measures_table", "output_names", "bids_output_names",
-           "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES"]
+           "box_mask", "trim_partial_volume", "grow_in_white_matter", "measures_table", "output_names",
+           "bids_output_names", "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES"]
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "wmh_t1.pt"
 OUTPUT_SUFFIXES = {"prob": "_wmh_prob.nii.gz", "mask": "_wmh_mask.nii.gz", "regions": "_wmh_regions.nii.gz",
@@ -268,6 +268,14 @@ def grow_in_white_matter(mask: np.ndarray, prob: np.ndarray, t1: np.ndarray, wm:
     out = mask.copy()
     out[box] = grown
     return out
+
+
+def box_mask(model: WmhModel, box: np.ndarray, *, device: str = "cpu") -> np.ndarray:
+    """``predict``'s default mask, made in the box from its normalised T1 ``box`` (the second step's dense label)."""
+    logits = box_logits(model, box, device=device)
+    prob = np.where(grid_search(), 1.0 / (1.0 + np.exp(-logits)), 0.0)
+    mask, _ = trim_partial_volume(prob >= 0.5, prob, box)
+    return grow_in_white_matter(mask, prob, box, grid_wm())
 
 
 def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | None = None,
