@@ -573,6 +573,9 @@ def test_model_card_says_whether_the_mask_was_trimmed():
     assert "(x, y, z), with the partial-volume trim" in _model_card({**card, "held_out_pv_trim": True})
     assert "trim of the mask and its growth" in _model_card({**card, "held_out_pv_trim": True, "held_out_grow": True})
     assert "its growth" not in _model_card({**card, "held_out_pv_trim": True})
+    assert "dense 1 mm label" not in _model_card(card)
+    dense = {**card, "config": {**card["config"], "dense_weight": 0.5}}
+    assert "dense 1 mm label with weight 0.5" in _model_card(dense)
     # Cards written before the trim existed were scored without it.
     card.pop("held_out_pv_trim", None)
     assert "(x, y, z), without the partial-volume trim" in _model_card(card)

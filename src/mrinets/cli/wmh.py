@@ -277,7 +277,8 @@ def _model_card(card: dict) -> str:
              *_first_step_lines(card),
              f"Training subjects: {card['n_subjects']}; training time {card['train_seconds']} s on this machine.",
              f"Labels dropped by the two-step procedure: {', '.join(card['dropped_by_two_step']) or 'none'}.",
-             *_recalibration_lines(card.get("label_recalibration", {})), "",
+             *_recalibration_lines(card.get("label_recalibration", {})),
+             *_dense_lines(card["config"].get("dense_weight", 0.0)), "",
              "## Data", "",
              "`mrinets phantom wmh` subjects (seeds from --seed-start): the MNI152 2009a tissue maps under a smooth",
              "random deformation, periventricular caps/bands and deep lesions (T1-hypointense, partial volume),",
@@ -329,6 +330,13 @@ def _earlier_first_steps(first_card: dict) -> list[str]:
     if own == first_card["command"]:
         return []
     return [*first_card.get("earlier_first_step_commands", []), own]
+
+
+def _dense_lines(weight: float) -> list[str]:
+    if not weight:
+        return []
+    return [f"Each kept label was also taught as a dense 1 mm label with weight {weight:g}: the first step's mask "
+            "as `predict` makes it (trimmed and grown)."]
 
 
 def _recalibration_lines(fits: dict) -> list[str]:
