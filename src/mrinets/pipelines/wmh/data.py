@@ -177,7 +177,7 @@ class SliceLabelPatches(_Patches):
         image = ndimage.map_coordinates(subject.image, coords, order=1, mode="constant")
         dense = None
         if self.dense:
-            dense = ndimage.map_coordinates(subject.dense.astype(np.float32), coords, order=1, mode="constant")
+            dense = ndimage.map_coordinates(subject.dense, coords, output=np.float32, order=1, mode="constant")
             dense = dense.reshape(1, *self.patch_size)
         local = (box - centre) @ np.linalg.inv(move).T.astype(np.float32) + half
         return self._jitter(image.reshape(1, *self.patch_size), rng), local.astype(np.float32), dense

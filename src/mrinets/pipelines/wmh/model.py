@@ -217,6 +217,27 @@ def train_network(subjects: list[TrainingSubject], config: WmhTrainConfig, *, sa
     return model.cpu().eval()
 
 
+def _with_dense_labels(first: UNet3D, subjects: list[TrainingSubject],
+                       config: WmhTrainConfig) -> tuple[list[TrainingSubject], dict]:
+    """The kept subjects with the first model's mask as ``predict`` makes it (their dense label), and its Dice with
+    each phantom's truth; dropped subjects are never trained on and stay as they are."""
+    from rich.progress import track
+
+    # segment.py imports this module.
+    from mrinets.pipelines.wmh.segment import WmhModel, box_mask
+
+    model = WmhModel(first, config.patch_size, {})
+    out, scores = [], {}
+    for s in track(subjects, description="dense labels", disable=config.quiet):
+        if s.weight > 0:
+            dense = box_mask(model, s.image).astype(np.uint8)
+            s = TrainingSubject(**{**s.__dict__, "dense": dense})
+            if s.truth is not None:
+                scores[s.name] = round(dice(dense > 0, s.truth > 0.5), 4)
+        out.append(s)
+    return out, scores
+
+
 def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, first: UNet3D | None = None,
                    on_first=None) -> tuple[UNet3D, dict, UNet3D]:
     """Train; with ``config.two_step``, check every label against the first model and retrain.
@@ -256,20 +277,12 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
         return first, report, first
     from rich.progress import track
 
-    # segment.py imports this module.
-    from mrinets.pipelines.wmh.segment import WmhModel, box_mask
-
-    checked, scores, fits, dense_dice = [], [], {}, {}
+    checked, scores, fits = [], [], {}
     for s in track(subjects, description="checking labels", disable=config.quiet):
         prob = predict_grid(first, s.image, config.patch_size)
         # The naive ablation's upsampled labels have no pose or threshold to fit.
         if config.recalibrate and config.loss != "naive":
             s, fits[s.name] = recalibrate_label(prob, s)
-        if config.dense_weight:
-            dense = box_mask(WmhModel(first, config.patch_size, {}), s.image).astype(np.uint8)
-            s = TrainingSubject(**{**s.__dict__, "dense": dense})
-            if s.truth is not None:
-                dense_dice[s.name] = round(dice(dense > 0, s.truth > 0.5), 4)
         checked.append(s)
         scores.append(label_agreement(prob, s))
     scores = np.array(scores)
@@ -281,10 +294,12 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
                   dropped=[s.name for s in kept if s.weight == 0])
     if fits:
         report["recalibration"] = fits
-    if dense_dice:
-        report["dense_label_dice"] = dense_dice
-        log.info("two-step: dense labels' Dice with the truth, median %.3f", np.median(list(dense_dice.values())))
     log.info("two-step: %d of %d labels kept (median agreement %.3f)", n_kept, len(subjects), median)
+    if config.dense_weight:
+        kept, dense_dice = _with_dense_labels(first, kept, config)
+        if dense_dice:
+            report["dense_label_dice"] = dense_dice
+            log.info("two-step: dense labels' Dice with the truth, median %.3f", np.median(list(dense_dice.values())))
     per_subject = int(np.ceil(config.samples_per_subject * len(subjects) / max(n_kept, 1)))
     second_config = replace(config, temperature=config.second_temperature or config.temperature)
     second = train_network(kept, second_config, samples_per_subject=per_subject, seed_offset=1)
