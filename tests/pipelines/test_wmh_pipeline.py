@@ -131,50 +131,71 @@ def test_predict_outputs_on_input_grid_with_measures(phantom, tiny_weights, tmp_
                                         "image_wmh_qc.png"}
 
 
-def test_partial_volume_trim_keeps_what_is_darker_than_the_midpoint():
+def test_partial_volume_trim_keeps_the_band_between_the_midpoints():
     from mrinets.pipelines.wmh.segment import trim_partial_volume
 
     t1 = np.ones((10, 10, 10), np.float32)
     prob = np.zeros_like(t1)
-    # A sure core at 0.6 of white matter puts the midpoint at 0.8; two uncertain edge layers lie either side.
+    # A sure core at 0.6 of white matter with CSF at 0.2 puts the band at (0.4, 0.8); uncertain edge layers lie
+    # beside it: more than half lesion (0.75), more than half white matter (0.85), more than half CSF (0.35).
     t1[2:5, 2:5, 2:5], prob[2:5, 2:5, 2:5] = 0.6, 0.95
     t1[5, 2:5, 2:5], prob[5, 2:5, 2:5] = 0.75, 0.6
     t1[6, 2:5, 2:5], prob[6, 2:5, 2:5] = 0.85, 0.6
+    t1[1, 2:5, 2:5], prob[1, 2:5, 2:5] = 0.35, 0.6
     mask = prob >= 0.5
-    trimmed, midpoint = trim_partial_volume(mask, prob, t1)
-    assert midpoint == pytest.approx(0.8)
-    assert trimmed[2:6].sum() == 27 + 9 and not trimmed[6].any()
+    trimmed, band = trim_partial_volume(mask, prob, t1, csf=0.2)
+    assert band == pytest.approx((0.4, 0.8))
+    assert trimmed[2:6].sum() == 27 + 9 and not trimmed[6].any() and not trimmed[1].any()
+    # Without a CSF level, or with one no darker than the lesion, the band has no lower side.
+    for csf in (None, 0.7):
+        kept, band = trim_partial_volume(mask, prob, t1, csf=csf)
+        assert band == (-np.inf, pytest.approx(0.8)) and kept[1].sum() == 9
     # No lesion level to trust: too small a sure core, or a core no darker than white matter.
     small = np.where(prob > 0.9, 0.6, prob)
     small[2:5, 2:5, 2] = 0.95
     bright_core = np.where(prob > 0.9, 1.1, t1)
-    for untrusted in (trim_partial_volume(mask, small, t1), trim_partial_volume(mask, prob, bright_core)):
+    for untrusted in (trim_partial_volume(mask, small, t1, 0.2), trim_partial_volume(mask, prob, bright_core, 0.2)):
         assert np.array_equal(untrusted[0], mask) and untrusted[1] is None
 
 
 def test_growth_takes_dark_white_matter_next_to_the_mask_only():
-    from mrinets.pipelines.wmh.segment import GROW_STEPS, grow_in_white_matter
+    from mrinets.pipelines.wmh.segment import GROW_MIN_PROB, GROW_STEPS, grow_in_white_matter
 
-    t1 = np.ones((16, 12, 12), np.float32)
+    t1 = np.ones((20, 12, 12), np.float32)
     prob = np.zeros_like(t1)
     wm = np.ones_like(t1)
-    # A sure core at 0.6 of white matter (midpoint 0.8); beside it along x, uncertain voxels of every kind.
+    # A sure core at 0.6 of white matter with CSF at 0.2 (band 0.4 to 0.8); beside it along x, uncertain voxels
+    # of every kind.
     t1[2:5, 4:7, 4:7], prob[2:5, 4:7, 4:7] = 0.6, 0.95
-    prob[5:12, 4:7, 4:7] = 0.3
-    t1[5:10, 4:7, 4:7] = 0.7  # dark enough: grown layer by layer, but no further than GROW_STEPS
-    t1[5:9, 4, 4] = 0.85  # brighter than the midpoint: less than half lesion
-    t1[5, 6, 6] = 0.2  # darker than the core by far: CSF
+    prob[5:18, 4:7, 4:7] = 0.3
+    end = 5 + GROW_STEPS + 2
+    t1[5:end, 4:7, 4:7] = 0.7  # dark enough: grown layer by layer, but no further than GROW_STEPS
+    t1[5:9, 4, 4] = 0.85  # brighter than the band: less than half lesion
+    t1[5, 6, 6] = 0.3  # darker than the band: more than half CSF
     wm[5, 5, 6] = 0.2  # grey matter in the template
     mask = prob >= 0.5
-    grown = grow_in_white_matter(mask, prob, t1, wm)
+    grown = grow_in_white_matter(mask, prob, t1, wm, csf=0.2)
     new = grown & ~mask
     assert new[5].sum() == 9 - 3 and new[5 + GROW_STEPS - 1].any() and not new[5 + GROW_STEPS:].any()
     assert not new[:, 4, 4].any() and not new[5, 6, 6] and not new[5, 5, 6]
     assert (grown & mask).sum() == mask.sum()
     # Nothing leaves the network's reach: no candidates, no sure core, or nothing marked.
-    assert np.array_equal(grow_in_white_matter(mask, np.where(prob == 0.3, 0.01, prob), t1, wm), mask)
-    assert np.array_equal(grow_in_white_matter(mask, np.minimum(prob, 0.8), t1, wm), mask)
-    assert not grow_in_white_matter(np.zeros_like(mask), prob, t1, wm).any()
+    assert np.array_equal(grow_in_white_matter(mask, np.where(prob == 0.3, GROW_MIN_PROB / 2, prob), t1, wm, 0.2),
+                          mask)
+    assert np.array_equal(grow_in_white_matter(mask, np.minimum(prob, 0.8), t1, wm, 0.2), mask)
+    assert not grow_in_white_matter(np.zeros_like(mask), prob, t1, wm, 0.2).any()
+
+
+def test_csf_reference_reads_the_ventricles():
+    from mrinets.data.templates import load_mni
+    from mrinets.pipelines.wmh.grid import csf_reference, grid_ventricles, to_grid, wm_reference
+
+    # The ventricles lie deep inside the network box, and on the template's own T1 they are far darker than the
+    # white matter.
+    assert 1500 < grid_ventricles().sum() < 10_000
+    mni = load_mni()
+    box = to_grid(mni.t1.data, mni.affine, np.eye(4))
+    assert 0.0 < csf_reference(box) / wm_reference(box) < 0.5
 
 
 def test_partial_volume_trim_restores_the_edges_of_a_blurred_map(phantom):
@@ -228,7 +249,7 @@ def test_cli_predict_two_subjects_writes_cohort_csv(tmp_path, tiny_weights):
     bare_mask = nib.load(bare / "sub-1_T1w_wmh_mask.nii.gz").get_fdata() > 0
     np.testing.assert_array_equal(bare_mask, alone.get_fdata() >= 0.5)
     bare_row = next(csv.DictReader(open(bare / "sub-1_T1w_wmh.csv")))
-    assert bare_row["pv_trim_midpoint"] == "nan" and bare_row["grow_added_ml"] == "nan"
+    assert bare_row["pv_trim_midpoint"] == bare_row["pv_trim_csf_midpoint"] == bare_row["grow_added_ml"] == "nan"
 
 
 @pytest.mark.parametrize("case", ["4d", "2d", "empty", "noise"])

@@ -17,7 +17,7 @@ from mrinets.data.templates import load_mni
 from mrinets.physics.sampling import affine_resample
 
 __all__ = ["GRID_SHAPE", "GRID_AFFINE", "SURFACE_MM", "to_grid", "from_grid", "grid_brain", "grid_search",
-           "grid_masks", "grid_wm", "normalise", "wm_reference"]
+           "grid_masks", "grid_wm", "grid_ventricles", "normalise", "wm_reference", "csf_reference"]
 
 GRID_SHAPE = (184, 202, 72)
 GRID_AFFINE = np.array([[1.0, 0.0, 0.0, -93.0], [0.0, 1.0, 0.0, -117.0], [0.0, 0.0, 1.5, -33.0], [0.0, 0.0, 0.0, 1.0]])
@@ -51,7 +51,13 @@ def grid_search() -> np.ndarray:
     skull and sulcal CSF, which the phantoms lack, are the network's false
     positives.
     """
-    return ndimage.distance_transform_edt(grid_brain(), sampling=np.diag(GRID_AFFINE)[:3]) >= SURFACE_MM
+    return _grid_depth() >= SURFACE_MM
+
+
+@functools.lru_cache(maxsize=1)
+def _grid_depth() -> np.ndarray:
+    """Distance in mm from every voxel of the template brain to its surface, in the box."""
+    return ndimage.distance_transform_edt(grid_brain(), sampling=np.diag(GRID_AFFINE)[:3])
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,6 +65,18 @@ def grid_wm() -> np.ndarray:
     """The template's white-matter probability in the box."""
     mni = load_mni()
     return affine_resample(mni.wm.data, mni.affine, GRID_AFFINE, GRID_SHAPE, order=1)
+
+
+@functools.lru_cache(maxsize=1)
+def grid_ventricles() -> np.ndarray:
+    """The template's deep CSF in the box (CSF probability > 0.9, over 20 mm inside the brain), eroded one voxel.
+
+    That is the lateral and third ventricles; the erosion keeps their walls
+    and an affine registration's error out.
+    """
+    mni = load_mni()
+    csf = affine_resample(mni.csf.data, mni.affine, GRID_AFFINE, GRID_SHAPE, order=1) > 0.9
+    return ndimage.binary_erosion(csf & (_grid_depth() > 20.0))
 
 
 @functools.lru_cache(maxsize=1)
@@ -83,3 +101,8 @@ def wm_reference(t1_grid: np.ndarray) -> float:
 def normalise(t1_grid: np.ndarray) -> np.ndarray:
     """Scale so that the template's core white matter has median 1 (:func:`wm_reference`), mask, clip to [0, 2]."""
     return (np.clip(t1_grid / wm_reference(t1_grid), 0.0, 2.0) * grid_masks()[0]).astype(np.float32)
+
+
+def csf_reference(t1_grid: np.ndarray) -> float:
+    """Median T1 signal in the template's ventricles (:func:`grid_ventricles`), in the units of ``t1_grid``."""
+    return float(np.median(t1_grid[grid_ventricles()]))
