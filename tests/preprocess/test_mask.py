@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from mrinets.io import load
-from mrinets.preprocess.mask import ball, gre_brain_mask
+from mrinets.preprocess.mask import ball, dilate, erode, gre_brain_mask
 
 
 def _head(shape=(48, 48, 40), voxel=(1.0, 1.0, 1.0)):
@@ -41,6 +42,19 @@ def test_ball_is_physical():
     b = ball(2.0, (1.0, 1.0, 2.0))
     assert b.shape == (5, 5, 3)
     assert b[2, 2, 1] and b[0, 2, 1] and b[2, 2, 0] and not b[0, 0, 0]
+
+
+@pytest.mark.parametrize(("radius", "voxel"), [(8.0, (2.0, 2.0, 2.0)), (10.0, (2.0, 2.0, 2.0)), (3.0, (1.0, 1.5, 0.7))])
+def test_erode_and_dilate_match_the_ball_morphology(radius, voxel):
+    """The distance-transform forms give scipy's voxels, the array's edge included."""
+    rng = np.random.default_rng(3)
+    mask = ndimage.gaussian_filter(rng.random((40, 36, 30)), 4.0) > 0.5
+    mask[0, :, :] = True  # a face on the edge: erosion must treat outside as background
+    structure = ball(radius, voxel)
+    assert erode(mask, radius, voxel).any() and not dilate(mask, radius, voxel).all()
+    np.testing.assert_array_equal(erode(mask, radius, voxel), ndimage.binary_erosion(mask, structure))
+    np.testing.assert_array_equal(dilate(mask, radius, voxel), ndimage.binary_dilation(mask, structure))
+    assert not dilate(np.zeros((4, 4, 4), bool), radius, voxel).any()
 
 
 def test_bad_arguments():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from mrinets.data.phantoms.head import make_head, rotation_matrix
 from mrinets.data.templates import load_mni
@@ -11,7 +12,12 @@ from mrinets.errors import InputError, RegistrationError
 from mrinets.io import load
 from mrinets.io.nifti import from_array
 from mrinets.physics.sampling import resample_to_voxel_size
-from mrinets.preprocess.register import MIN_SCORE, MniRegistration, register_to_mni
+from mrinets.preprocess.register import (
+    MIN_SCORE,
+    MniRegistration,
+    _adam_step,
+    register_to_mni,
+)
 
 
 def _mean_error_mm(matrix: np.ndarray, truth: np.ndarray) -> float:
@@ -45,8 +51,9 @@ def test_phantom_recovers_the_drawn_affine(phantom):
     assert _mean_error_mm(reg.matrix, truth) < 1.5
     assert reg.score > 0.8
     assert reg.scale_determinant == pytest.approx(abs(np.linalg.det(truth[:3, :3])), abs=0.03)
-    assert reg.brain_mask.shape == head.mask.shape
-    dice = 2 * (reg.brain_mask & head.mask).sum() / (reg.brain_mask.sum() + head.mask.sum())
+    brain = reg.brain_mask(head.affine, head.mask.shape)
+    assert brain.shape == head.mask.shape
+    dice = 2 * (brain & head.mask).sum() / (brain.sum() + head.mask.sum())
     assert dice > 0.8
 
 
@@ -66,8 +73,10 @@ def test_grid_directions_and_determinant():
     """to_grid and from_grid move data the way the matrix maps world points."""
     matrix = np.diag([1.25, 1.0, 1.0, 1.0])
     matrix[:3, 3] = [10.0, 0.0, 0.0]
-    reg = MniRegistration(matrix=matrix, score=1.0, brain_mask=np.ones((2, 2, 2), bool))
+    reg = MniRegistration(matrix=matrix, score=1.0)
     assert reg.scale_determinant == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="no brain mask"):
+        reg.brain_mask(np.eye(4), (2, 2, 2))
     data = np.zeros((40, 20, 20), np.float32)
     data[8, 10, 10] = 1.0  # subject world x = 8 mm -> MNI x = 1.25 * 8 + 10 = 20 mm
     grid = reg.to_grid(data, np.eye(4), np.eye(4), (40, 20, 20), order=0)
@@ -86,7 +95,7 @@ def test_real_t1_with_skull_registers(real_t1):
     litres = brain.sum() * np.prod(image.voxel_size) / 1e6
     assert 1.0 < litres < 2.2
     # The template brain mapped back lies within the head, mostly on the stripped brain.
-    assert (brain & reg.brain_mask).sum() > 0.7 * brain.sum()
+    assert (brain & reg.brain_mask(image.affine, image.spatial_shape)).sum() > 0.7 * brain.sum()
 
 
 def _volume(kind: str) -> np.ndarray:
@@ -118,3 +127,20 @@ def test_wrong_contrast_scores_low(phantom):
 def test_four_dimensional_input_is_a_bug():
     with pytest.raises(ValueError, match="must be 3D"):
         register_to_mni(from_array(np.zeros((4, 4, 4, 2))))
+
+
+def test_adam_step_is_torch_adam():
+    """The registration's own Adam steps give torch.optim.Adam's parameters, bit for bit."""
+    start = torch.tensor([0.3, -1.2, 2.0])
+    ours, theirs = start.clone().requires_grad_(), start.clone().requires_grad_()
+    mean, square = torch.zeros(3), torch.zeros(3)
+    optimiser = torch.optim.Adam([theirs], lr=0.05)
+    for step in range(1, 31):
+        (grad,) = torch.autograd.grad(((ours - 1.0) ** 4).sum(), [ours])
+        with torch.no_grad():
+            _adam_step(ours, grad, mean, square, 0.05, step)
+        optimiser.zero_grad()
+        ((theirs - 1.0) ** 4).sum().backward()
+        optimiser.step()
+    assert torch.equal(ours, theirs)
+    assert not torch.equal(ours, start)

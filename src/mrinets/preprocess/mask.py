@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-__all__ = ["ball", "gre_brain_mask", "largest_component", "fill_holes"]
+__all__ = ["ball", "erode", "dilate", "gre_brain_mask", "largest_component", "fill_holes"]
 
 # Otsu's darker class is background only if it is much darker than the brighter one:
 # noise sits at signal / SNR, while tissue contrasts in GRE magnitude stay within a factor of 3.
@@ -30,6 +30,23 @@ def ball(radius_mm: float, voxel_size: Sequence[float]) -> np.ndarray:
     half = np.floor(radius_mm / voxel_size + 1e-6).astype(int)
     grids = np.meshgrid(*[np.arange(-h, h + 1) * v for h, v in zip(half, voxel_size)], indexing="ij")
     return sum(g**2 for g in grids) <= radius_mm**2 + 1e-6
+
+
+def erode(mask: np.ndarray, radius_mm: float, voxel_size: Sequence[float]) -> np.ndarray:
+    """``binary_erosion`` of ``mask`` by ``ball(radius_mm, voxel_size)``, outside the array counting as background.
+
+    The same voxels through a distance transform, whose cost does not grow
+    with the ball (several times faster from a radius of a few voxels on).
+    """
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=voxel_size)[(slice(1, -1),) * mask.ndim]
+    return depth**2 > radius_mm**2 + 1e-6
+
+
+def dilate(mask: np.ndarray, radius_mm: float, voxel_size: Sequence[float]) -> np.ndarray:
+    """``binary_dilation`` of ``mask`` by ``ball(radius_mm, voxel_size)``, through a distance transform."""
+    if not mask.any():
+        return np.zeros(mask.shape, bool)
+    return ndimage.distance_transform_edt(~mask, sampling=voxel_size) ** 2 <= radius_mm**2 + 1e-6
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
