@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from mrinets.physics.sampling import affine_resample, resample_to_voxel_size, slice_profile, thick_slices
+from mrinets.physics.sampling import (
+    affine_resample,
+    resample_to_voxel_size,
+    slice_profile,
+    thick_slices,
+)
 
 
 @pytest.mark.parametrize("profile", ["gaussian", "rect"])
@@ -42,6 +48,26 @@ def test_resample_onto_own_grid_is_identity():
     np.testing.assert_allclose(affine_resample(vol, affine, affine, vol.shape, order=1), vol, atol=1e-6)
     four = np.stack([vol, 2 * vol], -1)
     np.testing.assert_allclose(affine_resample(four, affine, affine, vol.shape)[..., 1], 2 * vol, atol=1e-5)
+
+
+@pytest.mark.parametrize("order", [0, 1, 3])
+def test_resample_onto_a_larger_oblique_grid_is_scipys(order):
+    """Interpolating only the block that reaches the source changes no voxel, the cval fill included."""
+    rng = np.random.default_rng(2)
+    vol = rng.random((14, 16, 12)).astype(np.float32)
+    angle = np.deg2rad(25.0)
+    src = np.eye(4)
+    src[:3, :3] = np.diag([1.3, 0.9, 1.6]) @ np.array(
+        [[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    src[:3, 3] = [5.0, -3.0, 8.0]
+    dst = np.diag([0.8, 0.8, 0.8, 1.0])
+    dst[:3, 3] = [-10.0, -12.0, -6.0]
+    mapping = np.linalg.solve(src, dst)
+    expected = ndimage.affine_transform(vol, mapping[:3, :3], mapping[:3, 3], output_shape=(50, 56, 44), order=order,
+                                        cval=-2.0)
+    out = affine_resample(vol, src, dst, (50, 56, 44), order=order, cval=-2.0)
+    assert (out == -2.0).mean() > 0.5 and (out != -2.0).any()
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_resample_to_voxel_size_keeps_linear_ramps():
