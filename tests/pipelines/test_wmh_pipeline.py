@@ -131,25 +131,27 @@ def test_predict_outputs_on_input_grid_with_measures(phantom, tiny_weights, tmp_
                                         "image_wmh_qc.png"}
 
 
-def test_partial_volume_trim_keeps_the_band_between_the_midpoints():
-    from mrinets.pipelines.wmh.segment import trim_partial_volume
+def test_partial_volume_trim_keeps_the_band_of_the_lesion_share():
+    from mrinets.pipelines.wmh.segment import PV_LESION_SHARE, trim_partial_volume
 
+    reach = 1.0 - PV_LESION_SHARE
     t1 = np.ones((10, 10, 10), np.float32)
     prob = np.zeros_like(t1)
-    # A sure core at 0.6 of white matter with CSF at 0.2 puts the band at (0.4, 0.8); uncertain edge layers lie
-    # beside it: more than half lesion (0.75), more than half white matter (0.85), more than half CSF (0.35).
+    # A sure core at 0.6 of white matter with CSF at 0.2 puts the band at (0.6 - 0.4 reach, 0.6 + 0.4 reach);
+    # uncertain edge layers lie beside it: mostly lesion (0.75), more than half white matter (0.85), more than
+    # half CSF (0.35).
     t1[2:5, 2:5, 2:5], prob[2:5, 2:5, 2:5] = 0.6, 0.95
     t1[5, 2:5, 2:5], prob[5, 2:5, 2:5] = 0.75, 0.6
     t1[6, 2:5, 2:5], prob[6, 2:5, 2:5] = 0.85, 0.6
     t1[1, 2:5, 2:5], prob[1, 2:5, 2:5] = 0.35, 0.6
     mask = prob >= 0.5
     trimmed, band = trim_partial_volume(mask, prob, t1, csf=0.2)
-    assert band == pytest.approx((0.4, 0.8))
+    assert band == pytest.approx((0.6 - 0.4 * reach, 0.6 + 0.4 * reach))
     assert trimmed[2:6].sum() == 27 + 9 and not trimmed[6].any() and not trimmed[1].any()
     # Without a CSF level, or with one no darker than the lesion, the band has no lower side.
     for csf in (None, 0.7):
         kept, band = trim_partial_volume(mask, prob, t1, csf=csf)
-        assert band == (-np.inf, pytest.approx(0.8)) and kept[1].sum() == 9
+        assert band == (-np.inf, pytest.approx(0.6 + 0.4 * reach)) and kept[1].sum() == 9
     # No lesion level to trust: too small a sure core, or a core no darker than white matter.
     small = np.where(prob > 0.9, 0.6, prob)
     small[2:5, 2:5, 2] = 0.95
@@ -164,7 +166,7 @@ def test_growth_takes_dark_white_matter_next_to_the_mask_only():
     t1 = np.ones((20, 12, 12), np.float32)
     prob = np.zeros_like(t1)
     wm = np.ones_like(t1)
-    # A sure core at 0.6 of white matter with CSF at 0.2 (band 0.4 to 0.8); beside it along x, uncertain voxels
+    # A sure core at 0.6 of white matter with CSF at 0.2 (band 0.42 to 0.78); beside it along x, uncertain voxels
     # of every kind.
     t1[2:5, 4:7, 4:7], prob[2:5, 4:7, 4:7] = 0.6, 0.95
     prob[5:18, 4:7, 4:7] = 0.3
@@ -249,7 +251,7 @@ def test_cli_predict_two_subjects_writes_cohort_csv(tmp_path, tiny_weights):
     bare_mask = nib.load(bare / "sub-1_T1w_wmh_mask.nii.gz").get_fdata() > 0
     np.testing.assert_array_equal(bare_mask, alone.get_fdata() >= 0.5)
     bare_row = next(csv.DictReader(open(bare / "sub-1_T1w_wmh.csv")))
-    assert bare_row["pv_trim_midpoint"] == bare_row["pv_trim_csf_midpoint"] == bare_row["grow_added_ml"] == "nan"
+    assert bare_row["pv_trim_upper"] == bare_row["pv_trim_lower"] == bare_row["grow_added_ml"] == "nan"
 
 
 @pytest.mark.parametrize("case", ["4d", "2d", "empty", "noise"])

@@ -23,7 +23,7 @@ def test_shipped_model_on_the_real_t1(real_t1, tmp_path):
     row = next(csv.DictReader(open(out / "t1_image_wmh.csv")))
     assert 0.0 <= float(row["wmh_total_ml"]) <= 60.0
     # The network is sure of enough dark voxels to trim by: the band lies between CSF and white matter.
-    assert 0.1 < float(row["pv_trim_csf_midpoint"]) < 0.5 < float(row["pv_trim_midpoint"]) < 1.0
+    assert 0.1 < float(row["pv_trim_lower"]) < 0.6 < float(row["pv_trim_upper"]) < 1.0
     assert 1100 < float(row["etiv_ml"]) < 2200
     assert (out / "t1_image_wmh_qc.png").stat().st_size > 20_000
     # The default growth only adds to the trimmed mask, on this T1 it does add, and the CSV says how much.

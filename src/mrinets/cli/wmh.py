@@ -37,8 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="skip the left-right mirror pass averaged with the network's answer (half the network "
                         "time, about 0.02 lower Dice on validation phantoms)")
     p.add_argument("--no-pv-trim", action="store_true",
-                   help="keep mask voxels outside the partial-volume band (T1 between halfway from the lesion core "
-                        "to CSF and halfway to white matter), and so skip the growth too: the thresholded probability "
+                   help="keep mask voxels outside the partial-volume band (T1 that shows at least 55%% lesion, "
+                        "beside CSF or beside white matter), and so skip the growth too: the thresholded probability "
                         "as it is; about 0.1 lower Dice on validation phantoms")
     p.add_argument("--grow", action=argparse.BooleanOptionalAction, default=None,
                    help="grow the trimmed mask up to 5 voxels into white matter in the band around it (default: "
