@@ -126,8 +126,8 @@ def affine_resample(
     start = np.array([r.start for r in reach])
     volumes = [data] if data.ndim == 3 else [data[..., i] for i in range(data.shape[-1])]
     out = np.full(shape + data.shape[3:], cval, dtype=np.float32)
-    for i, volume in enumerate(volumes):
-        if all(r.stop > r.start for r in reach):
+    if all(r.stop > r.start for r in reach):
+        for i, volume in enumerate(volumes):
             block = ndimage.affine_transform(volume, matrix, offset + matrix @ start,
                                              output_shape=tuple(r.stop - r.start for r in reach), order=order,
                                              cval=cval)

@@ -218,8 +218,8 @@ def pv_band(prob: np.ndarray, t1: np.ndarray, csf: float | None = None) -> tuple
     A T1 voxel mixes the signals of its tissues in proportion. Beside white
     matter (1 on ``t1``'s scale) a voxel that much lesion is darker than
     ``1 - PV_LESION_SHARE`` of the way from the lesion level to 1; beside CSF
-    (level ``csf``, darker than lesion) it is brighter than that share of the
-    way from the lesion level to CSF. The lesion level
+    (level ``csf``, darker than lesion) it is brighter than the same fraction
+    of the way from the lesion level to CSF. The lesion level
     is the median T1 where the network is sure (``prob`` > 0.9); with fewer
     than ``PV_TRIM_MIN_CORE`` such voxels, or a level no darker than white
     matter, there is none. Without ``csf``, or with one no darker than the
