@@ -118,6 +118,31 @@ def test_pose_moves_headers_and_records_the_map_back(tmp_path):
     assert {"t1.nii.gz", "flair.nii.gz", "flair_label.nii.gz", "truth_lesion_mask.nii.gz", "phantom.json"} <= files
 
 
+def test_inserted_lesions_keep_the_images_noise_and_bias(phantom):
+    from scipy import ndimage
+
+    from mrinets.data.phantoms.wmh import insert_wmh
+    from mrinets.data.templates import load_mni
+
+    # The phantom's T1 (noise at SNR 30, a bias field) stands in for a user's scan.
+    inserted = insert_wmh(phantom.t1, phantom.t1_affine, phantom.to_mni, 5, severity=0.9, gross=False)
+    core = ndimage.binary_erosion(inserted.lesion > 0.99, iterations=2)
+    assert core.sum() > 200
+    signal = ndimage.gaussian_filter(phantom.t1, 1.0)
+    # Darkened against the local signal to the drawn share of white matter, so the bias field goes along...
+    wm_level = np.median(phantom.t1[load_mni().wm.data[tuple(slice(a, b) for a, b in CROP)] > 0.95])
+    ratio = inserted.t1[core] / signal[core]
+    assert np.median(ratio) == pytest.approx(inserted.meta["t1_lesion_level"] / wm_level, rel=0.03)
+
+    def detail(image):
+        return (image - ndimage.gaussian_filter(image, 1.0))[core]
+
+    # ... and the scan's own noise stays in the core, where a flat level would leave none.
+    assert detail(inserted.t1).std() == pytest.approx(detail(phantom.t1).std(), rel=0.2)
+    outside = inserted.lesion == 0
+    np.testing.assert_array_equal(inserted.t1[outside], phantom.t1[outside])
+
+
 def test_lesions_inserted_into_a_real_t1(real_t1, tmp_path):
     from mrinets.cli import main
     from mrinets.io.nifti import load

@@ -273,9 +273,12 @@ def insert_wmh(t1: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, seed: int
     ``to_mni`` maps the T1's world to MNI world (e.g. from
     :func:`mrinets.preprocess.register.register_to_mni`). The registration is
     affine only, so lesions are kept to voxels as bright as this subject's
-    white matter; the label is acquired as for :func:`make_wmh_subject` on an
-    axial thick-slice grid over the T1's field of view (no FLAIR image is
-    simulated: its contrast cannot be made from a T1).
+    white matter. Each voxel's local signal (the T1 smoothed by one voxel) is
+    darkened, by its lesion fraction, towards the drawn level; what the
+    smoothing leaves out (noise, fine texture) stays. The label is acquired
+    as for :func:`make_wmh_subject` on an axial thick-slice grid over the
+    T1's field of view (no FLAIR image is simulated: its contrast cannot be
+    made from a T1).
     """
     from mrinets.data.atlas import mni_anatomy
     from mrinets.data.templates import load_mni
@@ -291,9 +294,12 @@ def insert_wmh(t1: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, seed: int
     if not core.any():
         raise ValueError("the registration puts no template white matter inside this T1")
     wm_level = float(np.median(t1[core]))
-    lesion = (lesion * (ndimage.gaussian_filter(t1, 1.0) > 0.85 * wm_level)).astype(np.float32)
+    signal = ndimage.gaussian_filter(t1.astype(np.float32), 1.0)
+    lesion = (lesion * (signal > 0.85 * wm_level)).astype(np.float32)
     level = wm_level * float(rng.uniform(0.45, 0.7))
-    out = (t1 * (1.0 - lesion) + level * lesion).astype(np.float32)
+    # Darken the local signal, not the voxel: a lesion keeps the scan's noise, texture and bias field, where a flat
+    # level would leave its core noise-free, a cue no real lesion gives.
+    out = (t1 - lesion * (1.0 - level / wm_level) * signal).astype(np.float32)
 
     in_plane, thickness = flair_voxel
     corners = np.array(np.meshgrid(*[[0, n - 1] for n in t1.shape], indexing="ij")).reshape(3, -1).T
