@@ -118,7 +118,7 @@ def test_pose_moves_headers_and_records_the_map_back(tmp_path):
     assert {"t1.nii.gz", "flair.nii.gz", "flair_label.nii.gz", "truth_lesion_mask.nii.gz", "phantom.json"} <= files
 
 
-def test_inserted_lesions_keep_the_images_noise_and_bias(phantom):
+def test_inserted_lesions_keep_the_images_noise(phantom):
     from scipy import ndimage
 
     from mrinets.data.phantoms.wmh import insert_wmh
@@ -129,7 +129,7 @@ def test_inserted_lesions_keep_the_images_noise_and_bias(phantom):
     core = ndimage.binary_erosion(inserted.lesion > 0.99, iterations=2)
     assert core.sum() > 200
     signal = ndimage.gaussian_filter(phantom.t1, 1.0)
-    # Darkened against the local signal to the drawn share of white matter, so the bias field goes along...
+    # The core is darkened to the drawn share of white matter...
     wm_level = np.median(phantom.t1[load_mni().wm.data[tuple(slice(a, b) for a, b in CROP)] > 0.95])
     ratio = inserted.t1[core] / signal[core]
     assert np.median(ratio) == pytest.approx(inserted.meta["t1_lesion_level"] / wm_level, rel=0.03)
