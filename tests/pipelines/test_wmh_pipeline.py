@@ -514,6 +514,80 @@ def test_cli_dense_label_without_the_second_step_exits_2(tmp_path, capsys):
     assert "--dense-weight" in capsys.readouterr().err and not out.exists()
 
 
+def _isolated_lesion(label: np.ndarray) -> np.ndarray:
+    """One piece of a label lying more than 3 voxels from every other piece."""
+    from scipy import ndimage
+
+    pieces, n = ndimage.label(label)
+    for k in range(1, n + 1):
+        piece = pieces == k
+        if not (ndimage.binary_dilation(piece, iterations=3) & (label > 0) & ~piece).any():
+            return piece
+    raise AssertionError("no isolated lesion in the test label")
+
+
+def test_unmarked_lesions_are_what_the_model_sees_far_from_the_label(subject):
+    from mrinets.pipelines.wmh.data import TrainingSubject
+    from mrinets.pipelines.wmh.model import unmarked_lesions
+
+    # A rater who marks thick voxels over half lesion, then misses one lesion apart from the others.
+    idx = np.argwhere(np.ones(subject.label.shape, bool))
+    full = (acquire_label(subject.truth, subject, idx) > 0.5).reshape(subject.label.shape)
+    missed = _isolated_lesion(full)
+    rater = TrainingSubject(**{**subject.__dict__, "label": (full & ~missed).astype(np.uint8), "threshold": 0.5})
+    unscored = unmarked_lesions(subject.truth, rater)
+    assert unscored.any() and not (unscored & ~missed).any()
+    assert unscored.sum() >= 0.9 * missed.sum()
+    complete = TrainingSubject(**{**rater.__dict__, "label": full.astype(np.uint8)})
+    assert not unmarked_lesions(subject.truth, complete).any()
+
+
+def test_unscored_thick_voxels_leave_the_loss(subject):
+    from mrinets.pipelines.wmh.data import SliceLabelPatches, TrainingSubject
+
+    kwargs = dict(patch_size=(32, 32, 24), samples_per_subject=3, block=(24, 24, 3))
+    plain = SliceLabelPatches([subject], **kwargs)
+    none = SliceLabelPatches([TrainingSubject(**{**subject.__dict__, "unscored": np.zeros(subject.label.shape, bool)})],
+                             **kwargs)
+    every = SliceLabelPatches([TrainingSubject(**{**subject.__dict__, "unscored": np.ones(subject.label.shape, bool)})],
+                              **kwargs)
+    for i in range(3):
+        assert plain[i]["valid"].sum() > 0
+        assert torch.equal(plain[i]["valid"], none[i]["valid"]) and torch.equal(plain[i]["label"], every[i]["label"])
+        assert every[i]["valid"].sum() == 0
+
+
+def test_second_step_leaves_unmarked_lesions_unscored(subject, monkeypatch):
+    from mrinets.pipelines.wmh import model as wmh_model
+
+    seen = []
+
+    def record(subjects, config, **kwargs):
+        seen.append(subjects)
+        return _Oracle()
+
+    monkeypatch.setattr(wmh_model, "train_network", record)
+    idx = np.argwhere(np.ones(subject.label.shape, bool))
+    full = (acquire_label(subject.truth, subject, idx) > 0.5).reshape(subject.label.shape)
+    base = {**subject.__dict__, "image": subject.truth.astype(np.float32), "threshold": 0.5,
+            "label": (full & ~_isolated_lesion(full)).astype(np.uint8)}
+    subjects = [wmh.data.TrainingSubject(**{**base, "name": f"s{i}"}) for i in range(2)]
+    config = WmhTrainConfig(**{**TINY, "unscore_unmarked": True, "recalibrate": False})
+    _, report, _ = wmh_model.train_two_step(subjects, config, first=_Oracle())
+    assert all(s.unscored is not None and s.unscored.any() for s in seen[0])
+    assert report["unscored_voxels"] == {s.name: int(s.unscored.sum()) for s in seen[0]}
+    wmh_model.train_two_step(subjects, WmhTrainConfig(**{**TINY, "recalibrate": False}), first=_Oracle())
+    assert all(s.unscored is None for s in seen[1])
+    with pytest.raises(ValueError, match="second step"):
+        WmhTrainConfig(unscore_unmarked=True, two_step=False)
+
+
+def test_cli_unscored_lesions_without_the_second_step_exit_2(tmp_path, capsys):
+    out = tmp_path / "w"
+    assert main(["wmh", "train", "--out", str(out), "--phantoms", "1", "--one-step", "--unscore-unmarked"]) == 2
+    assert "--unscore-unmarked" in capsys.readouterr().err and not out.exists()
+
+
 def test_second_step_trains_with_its_own_temperature(subject, monkeypatch):
     from mrinets.pipelines.wmh import model as wmh_model
 

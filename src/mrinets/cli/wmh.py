@@ -67,6 +67,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--dense-weight", type=nonnegative_float, default=0.0,
                    help="second step: also teach each kept subject's first-model mask, trimmed and grown as "
                         "predict makes it, as a dense 1 mm label with this weight beside the thick label (0: off)")
+    t.add_argument("--unscore-unmarked", action="store_true",
+                   help="second step: leave out of the loss the thick voxels of lesions the first model sees far "
+                        "from anything the label marks (lesions a rater likely missed)")
     t.add_argument("--tilt", type=share_float, default=0.0,
                    help="share of training patches tilted (with their labels) by up to 90 degrees about a "
                         "horizontal axis, so thin lesions along the label's slices are seen at other angles")
@@ -159,6 +162,8 @@ def _train(args: argparse.Namespace) -> int:
         raise ArgumentError("--channels", f"must be positive, got {' '.join(map(str, args.channels))}")
     if args.dense_weight and (args.loss == "naive" or args.one_step):
         raise ArgumentError("--dense-weight", "needs the super-resolution loss and the second step")
+    if args.unscore_unmarked and (args.loss == "naive" or args.one_step):
+        raise ArgumentError("--unscore-unmarked", "needs the super-resolution loss and the second step")
     if args.tilt and args.loss == "naive":
         raise ArgumentError("--tilt", "needs the super-resolution loss (the naive labels are not carried along)")
     if args.phantoms == 0 and not args.pairs:
@@ -166,7 +171,8 @@ def _train(args: argparse.Namespace) -> int:
     config = wmh.WmhTrainConfig(loss=args.loss, epochs=args.epochs, samples_per_subject=args.samples_per_subject,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, two_step=not args.one_step,
                                 recalibrate=not args.no_recalibrate, second_temperature=args.second_temperature,
-                                tilt=args.tilt, dense_weight=args.dense_weight, channels=tuple(args.channels),
+                                tilt=args.tilt, dense_weight=args.dense_weight,
+                                unscore_unmarked=args.unscore_unmarked, channels=tuple(args.channels),
                                 device=args.device,
                                 quiet=args.quiet)
     first = None
@@ -234,6 +240,8 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--tilt", f"{args.tilt:g}"]
     if args.dense_weight:
         argv += ["--dense-weight", f"{args.dense_weight:g}"]
+    if args.unscore_unmarked:
+        argv.append("--unscore-unmarked")
     if tuple(args.channels) != WmhTrainConfig.channels:
         argv += ["--channels", *map(str, args.channels)]
     if args.first_step:

@@ -38,6 +38,8 @@ class TrainingSubject:
     voxel its rater needs to mark it (None: the training default; the
     two-step procedure fits one per label); ``dense`` is an optional 1 mm label
     in the box (the second step's refined label, from the first model);
+    ``unscored`` marks thick voxels the loss leaves out (on the label's grid;
+    the second step's lesions a rater likely missed);
     ``truth`` (box grid) and ``meta`` (how a phantom's label was flawed) are
     for evaluation only.
     """
@@ -53,6 +55,7 @@ class TrainingSubject:
     weight: float = 1.0
     threshold: float | None = None
     dense: np.ndarray | None = None
+    unscored: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
 
     def profile(self) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +139,7 @@ class SliceLabelPatches(_Patches):
     the patch are marked invalid.
 
     Items: ``image`` (1, X, Y, Z), ``grid`` (A, B, C*K, 3), ``profile`` (K,),
-    ``label`` and ``valid`` (A, B, C), ``weight`` () and ``threshold`` () (the
+    ``label`` and ``valid`` (A, B, C; a subject's ``unscored`` voxels are invalid), ``weight`` () and ``threshold`` () (the
     subject's own, else ``threshold``); when the subjects carry a dense label,
     ``dense`` (1, X, Y, Z), sampled as the image is.
     """
@@ -196,6 +199,8 @@ class SliceLabelPatches(_Patches):
         inside = np.all((idx >= 0) & (idx < np.asarray(subject.label.shape)), axis=-1)
         label = np.zeros(idx.shape[:3], np.float32)
         label[inside] = subject.label[tuple(idx[inside].T)]
+        if subject.unscored is not None:
+            inside[inside] = ~subject.unscored[tuple(idx[inside].T)]
         offsets, weights = subject.profile()
         points = np.repeat(idx[..., None, :].astype(np.float32), len(offsets), axis=-2)
         points[..., subject.slice_axis] += offsets.astype(np.float32)
