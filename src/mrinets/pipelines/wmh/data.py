@@ -139,8 +139,9 @@ class SliceLabelPatches(_Patches):
     the patch are marked invalid.
 
     Items: ``image`` (1, X, Y, Z), ``grid`` (A, B, C*K, 3), ``profile`` (K,),
-    ``label`` and ``valid`` (A, B, C; a subject's ``unscored`` voxels are invalid), ``weight`` () and ``threshold`` () (the
-    subject's own, else ``threshold``); when the subjects carry a dense label,
+    ``label`` and ``valid`` (A, B, C; a subject's ``unscored`` voxels are
+    invalid), ``weight`` () and ``threshold`` () (the subject's own, else
+    ``threshold``); when the subjects carry a dense label,
     ``dense`` (1, X, Y, Z), sampled as the image is.
     """
 

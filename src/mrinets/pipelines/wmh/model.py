@@ -193,8 +193,7 @@ def unmarked_lesions(prob: np.ndarray, subject: TrainingSubject, *, apart: int =
     idx = label_voxels_in_brain(subject)
     acquired = np.zeros(subject.label.shape, np.float32)
     acquired[tuple(idx.T)] = acquire_label(prob, subject, idx)
-    near = ndimage.binary_dilation(subject.label > 0, iterations=apart) if subject.label.any() \
-        else np.zeros(subject.label.shape, bool)
+    near = ndimage.binary_dilation(subject.label > 0, iterations=apart)
     return (acquired > (subject.threshold or 0.5)) & ~near
 
 
