@@ -479,24 +479,32 @@ def test_dense_labels_are_cut_and_tilted_with_the_image(subject):
         SliceLabelPatches([dense, subject], **kwargs)
 
 
-def test_second_step_teaches_the_first_models_mask_as_a_dense_label(subject, monkeypatch):
+@pytest.fixture
+def trained(monkeypatch):
+    """Stands in for ``train_network``: records (subjects, config) of each run and returns an oracle."""
     from mrinets.pipelines.wmh import model as wmh_model
 
-    seen = []
+    runs = []
 
     def record(subjects, config, **kwargs):
-        seen.append(subjects)
+        runs.append((subjects, config))
         return _Oracle()
 
     monkeypatch.setattr(wmh_model, "train_network", record)
+    return runs
+
+
+def test_second_step_teaches_the_first_models_mask_as_a_dense_label(subject, trained):
+    from mrinets.pipelines.wmh import model as wmh_model
+
     base = {**subject.__dict__, "image": subject.truth.astype(np.float32)}
     subjects = [wmh.data.TrainingSubject(**{**base, "name": f"s{i}"}) for i in range(2)]
     config = WmhTrainConfig(**{**TINY, "dense_weight": 1.0, "recalibrate": False})
     _, report, _ = wmh_model.train_two_step(subjects, config, first=_Oracle())
     # The oracle's mask is the truth's (a bright "lesion" is neither trimmed nor grown), seen in the search region.
-    assert all(s.dense is not None and s.dense.shape == GRID_SHAPE for s in seen[0])
+    assert all(s.dense is not None and s.dense.shape == GRID_SHAPE for s in trained[0][0])
     assert min(report["dense_label_dice"].values()) > 0.8
-    batch = {k: v[None] for k, v in wmh.data.SliceLabelPatches(seen[0], (32, 32, 24), 1, block=(24, 24, 3))[0].items()}
+    batch = {k: v[None] for k, v in wmh.data.SliceLabelPatches(trained[0][0], (32, 32, 24), 1, block=(24, 24, 3))[0].items()}
     loss = wmh_model._loss_fn(config)
     without = {k: v for k, v in batch.items() if k != "dense"}
     net = wmh_model.build_network(config.channels)
@@ -508,10 +516,17 @@ def test_second_step_teaches_the_first_models_mask_as_a_dense_label(subject, mon
         WmhTrainConfig(dense_weight=-1.0)
 
 
-def test_cli_dense_label_without_the_second_step_exits_2(tmp_path, capsys):
+@pytest.mark.parametrize("option", [["--dense-weight", "1"], ["--unscore-unmarked"]])
+def test_cli_second_step_options_without_the_second_step_exit_2(tmp_path, capsys, option):
     out = tmp_path / "w"
-    assert main(["wmh", "train", "--out", str(out), "--phantoms", "1", "--one-step", "--dense-weight", "1"]) == 2
-    assert "--dense-weight" in capsys.readouterr().err and not out.exists()
+    assert main(["wmh", "train", "--out", str(out), "--phantoms", "1", "--one-step", *option]) == 2
+    assert option[0] in capsys.readouterr().err and not out.exists()
+
+
+def _complete_rater_label(subject) -> np.ndarray:
+    """The label of a rater who marks every thick voxel over half lesion."""
+    idx = np.argwhere(np.ones(subject.label.shape, bool))
+    return (acquire_label(subject.truth, subject, idx) > 0.5).reshape(subject.label.shape)
 
 
 def _isolated_lesion(label: np.ndarray) -> np.ndarray:
@@ -530,9 +545,8 @@ def test_unmarked_lesions_are_what_the_model_sees_far_from_the_label(subject):
     from mrinets.pipelines.wmh.data import TrainingSubject
     from mrinets.pipelines.wmh.model import unmarked_lesions
 
-    # A rater who marks thick voxels over half lesion, then misses one lesion apart from the others.
-    idx = np.argwhere(np.ones(subject.label.shape, bool))
-    full = (acquire_label(subject.truth, subject, idx) > 0.5).reshape(subject.label.shape)
+    # That rater then misses one lesion apart from the others.
+    full = _complete_rater_label(subject)
     missed = _isolated_lesion(full)
     rater = TrainingSubject(**{**subject.__dict__, "label": (full & ~missed).astype(np.uint8), "threshold": 0.5})
     unscored = unmarked_lesions(subject.truth, rater)
@@ -545,7 +559,7 @@ def test_unmarked_lesions_are_what_the_model_sees_far_from_the_label(subject):
 def test_unscored_thick_voxels_leave_the_loss(subject):
     from mrinets.pipelines.wmh.data import SliceLabelPatches, TrainingSubject
 
-    kwargs = dict(patch_size=(32, 32, 24), samples_per_subject=3, block=(24, 24, 3))
+    kwargs = {"patch_size": (32, 32, 24), "samples_per_subject": 3, "block": (24, 24, 3)}
     plain = SliceLabelPatches([subject], **kwargs)
     none = SliceLabelPatches([TrainingSubject(**{**subject.__dict__, "unscored": np.zeros(subject.label.shape, bool)})],
                              **kwargs)
@@ -557,54 +571,33 @@ def test_unscored_thick_voxels_leave_the_loss(subject):
         assert every[i]["valid"].sum() == 0
 
 
-def test_second_step_leaves_unmarked_lesions_unscored(subject, monkeypatch):
+def test_second_step_leaves_unmarked_lesions_unscored(subject, trained):
     from mrinets.pipelines.wmh import model as wmh_model
 
-    seen = []
-
-    def record(subjects, config, **kwargs):
-        seen.append(subjects)
-        return _Oracle()
-
-    monkeypatch.setattr(wmh_model, "train_network", record)
-    idx = np.argwhere(np.ones(subject.label.shape, bool))
-    full = (acquire_label(subject.truth, subject, idx) > 0.5).reshape(subject.label.shape)
+    full = _complete_rater_label(subject)
     base = {**subject.__dict__, "image": subject.truth.astype(np.float32), "threshold": 0.5,
             "label": (full & ~_isolated_lesion(full)).astype(np.uint8)}
     subjects = [wmh.data.TrainingSubject(**{**base, "name": f"s{i}"}) for i in range(2)]
     config = WmhTrainConfig(**{**TINY, "unscore_unmarked": True, "recalibrate": False})
     _, report, _ = wmh_model.train_two_step(subjects, config, first=_Oracle())
-    assert all(s.unscored is not None and s.unscored.any() for s in seen[0])
-    assert report["unscored_voxels"] == {s.name: int(s.unscored.sum()) for s in seen[0]}
+    assert all(s.unscored is not None and s.unscored.any() for s in trained[0][0])
+    assert report["unscored_voxels"] == {s.name: int(s.unscored.sum()) for s in trained[0][0]}
     wmh_model.train_two_step(subjects, WmhTrainConfig(**{**TINY, "recalibrate": False}), first=_Oracle())
-    assert all(s.unscored is None for s in seen[1])
+    assert all(s.unscored is None for s in trained[1][0])
     with pytest.raises(ValueError, match="second step"):
         WmhTrainConfig(unscore_unmarked=True, two_step=False)
 
 
-def test_cli_unscored_lesions_without_the_second_step_exit_2(tmp_path, capsys):
-    out = tmp_path / "w"
-    assert main(["wmh", "train", "--out", str(out), "--phantoms", "1", "--one-step", "--unscore-unmarked"]) == 2
-    assert "--unscore-unmarked" in capsys.readouterr().err and not out.exists()
-
-
-def test_second_step_trains_with_its_own_temperature(subject, monkeypatch):
+def test_second_step_trains_with_its_own_temperature(subject, trained):
     from mrinets.pipelines.wmh import model as wmh_model
 
-    seen = []
-
-    def record(subjects, config, **kwargs):
-        seen.append(config.temperature)
-        return _Oracle()
-
-    monkeypatch.setattr(wmh_model, "train_network", record)
     base = {**subject.__dict__, "image": subject.truth.astype(np.float32)}
     subjects = [wmh.data.TrainingSubject(**{**base, "name": f"s{i}"}) for i in range(2)]
     config = WmhTrainConfig(**{**TINY, "second_temperature": 0.03, "recalibrate": False})
     wmh_model.train_two_step(subjects, config, first=_Oracle())
-    assert seen == [0.03]
+    assert [c.temperature for _, c in trained] == [0.03]
     wmh_model.train_two_step(subjects, config)
-    assert seen == [0.03, 0.1, 0.03]
+    assert [c.temperature for _, c in trained] == [0.03, 0.1, 0.03]
     with pytest.raises(ValueError, match="positive"):
         WmhTrainConfig(second_temperature=0.0)
 

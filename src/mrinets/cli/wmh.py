@@ -160,10 +160,9 @@ def _train(args: argparse.Namespace) -> int:
         raise ArgumentError("--workers", f"must be at least 1, got {args.workers}")
     if min(args.channels) < 1:
         raise ArgumentError("--channels", f"must be positive, got {' '.join(map(str, args.channels))}")
-    if args.dense_weight and (args.loss == "naive" or args.one_step):
-        raise ArgumentError("--dense-weight", "needs the super-resolution loss and the second step")
-    if args.unscore_unmarked and (args.loss == "naive" or args.one_step):
-        raise ArgumentError("--unscore-unmarked", "needs the super-resolution loss and the second step")
+    for flag, used in (("--dense-weight", args.dense_weight), ("--unscore-unmarked", args.unscore_unmarked)):
+        if used and (args.loss == "naive" or args.one_step):
+            raise ArgumentError(flag, "needs the super-resolution loss and the second step")
     if args.tilt and args.loss == "naive":
         raise ArgumentError("--tilt", "needs the super-resolution loss (the naive labels are not carried along)")
     if args.phantoms == 0 and not args.pairs:

@@ -67,10 +67,9 @@ class WmhTrainConfig:
             raise ValueError("tilt needs the super-resolution loss (the naive labels are not carried along)")
         if not self.dense_weight >= 0:
             raise ValueError(f"dense_weight must not be negative, got {self.dense_weight}")
-        if self.dense_weight and (self.loss == "naive" or not self.two_step):
-            raise ValueError("a dense label needs the super-resolution loss and the second step")
-        if self.unscore_unmarked and (self.loss == "naive" or not self.two_step):
-            raise ValueError("leaving unmarked lesions unscored needs the super-resolution loss and the second step")
+        for name, used in (("dense_weight", self.dense_weight), ("unscore_unmarked", self.unscore_unmarked)):
+            if used and (self.loss == "naive" or not self.two_step):
+                raise ValueError(f"{name} needs the super-resolution loss and the second step")
         if not self.temperature > 0 or (self.second_temperature is not None and not self.second_temperature > 0):
             raise ValueError("temperatures must be positive")
 
