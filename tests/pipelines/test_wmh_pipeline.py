@@ -501,10 +501,11 @@ def test_second_step_teaches_the_first_models_mask_as_a_dense_label(subject, tra
     subjects = [wmh.data.TrainingSubject(**{**base, "name": f"s{i}"}) for i in range(2)]
     config = WmhTrainConfig(**{**TINY, "dense_weight": 1.0, "recalibrate": False})
     _, report, _ = wmh_model.train_two_step(subjects, config, first=_Oracle())
+    second, _ = trained[0]
     # The oracle's mask is the truth's (a bright "lesion" is neither trimmed nor grown), seen in the search region.
-    assert all(s.dense is not None and s.dense.shape == GRID_SHAPE for s in trained[0][0])
+    assert all(s.dense is not None and s.dense.shape == GRID_SHAPE for s in second)
     assert min(report["dense_label_dice"].values()) > 0.8
-    batch = {k: v[None] for k, v in wmh.data.SliceLabelPatches(trained[0][0], (32, 32, 24), 1, block=(24, 24, 3))[0].items()}
+    batch = {k: v[None] for k, v in wmh.data.SliceLabelPatches(second, (32, 32, 24), 1, block=(24, 24, 3))[0].items()}
     loss = wmh_model._loss_fn(config)
     without = {k: v for k, v in batch.items() if k != "dense"}
     net = wmh_model.build_network(config.channels)
@@ -545,7 +546,7 @@ def test_unmarked_lesions_are_what_the_model_sees_far_from_the_label(subject):
     from mrinets.pipelines.wmh.data import TrainingSubject
     from mrinets.pipelines.wmh.model import unmarked_lesions
 
-    # That rater then misses one lesion apart from the others.
+    # The complete rater's label less one lesion apart from the others: a missed lesion.
     full = _complete_rater_label(subject)
     missed = _isolated_lesion(full)
     rater = TrainingSubject(**{**subject.__dict__, "label": (full & ~missed).astype(np.uint8), "threshold": 0.5})
@@ -580,10 +581,12 @@ def test_second_step_leaves_unmarked_lesions_unscored(subject, trained):
     subjects = [wmh.data.TrainingSubject(**{**base, "name": f"s{i}"}) for i in range(2)]
     config = WmhTrainConfig(**{**TINY, "unscore_unmarked": True, "recalibrate": False})
     _, report, _ = wmh_model.train_two_step(subjects, config, first=_Oracle())
-    assert all(s.unscored is not None and s.unscored.any() for s in trained[0][0])
-    assert report["unscored_voxels"] == {s.name: int(s.unscored.sum()) for s in trained[0][0]}
+    second, _ = trained[0]
+    assert all(s.unscored is not None and s.unscored.any() for s in second)
+    assert report["unscored_voxels"] == {s.name: int(s.unscored.sum()) for s in second}
     wmh_model.train_two_step(subjects, WmhTrainConfig(**{**TINY, "recalibrate": False}), first=_Oracle())
-    assert all(s.unscored is None for s in trained[1][0])
+    second, _ = trained[1]
+    assert all(s.unscored is None for s in second)
     with pytest.raises(ValueError, match="second step"):
         WmhTrainConfig(unscore_unmarked=True, two_step=False)
 
