@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrinets.metrics.segmentation import dice, lesion_detection, volume_agreement
+from mrinets.metrics.segmentation import ERROR_KINDS, dice, lesion_detection, volume_agreement
 
 
 def _blobs(shape, centres, radius):
@@ -37,6 +37,20 @@ def test_lesion_detection_counts_touching_components():
     assert scores["tpr"] == pytest.approx(1 / 3)
     assert scores["fpr"] == pytest.approx(1 / 2)
     assert lesion_detection(truth, truth)["f1"] == 1.0
+
+
+def test_lesion_detection_splits_voxel_errors_by_whether_the_lesion_was_found():
+    truth = np.zeros((20, 20, 20), bool)
+    truth[2:6, 2:6, 2:6] = True  # found, but the prediction sits one voxel off along x
+    truth[10:12, 10:12, 10:12] = True  # missed entirely
+    pred = np.zeros_like(truth)
+    pred[3:7, 2:6, 2:6] = True
+    pred[14:16, 14:16, 14:16] = True  # a false-positive lesion
+    scores = lesion_detection(pred, truth)
+    assert (scores["missed_voxels"], scores["edge_fn_voxels"]) == (8, 16)
+    assert (scores["fp_lesion_voxels"], scores["edge_fp_voxels"]) == (8, 16)
+    perfect = lesion_detection(truth, truth)
+    assert sum(perfect[f"{k}_voxels"] for k in ERROR_KINDS) == 0
 
 
 def test_volume_agreement_bias_and_correlation():

@@ -13,7 +13,7 @@ from mrinets.cli import main
 from mrinets.data.phantoms.wmh import make_wmh_subject
 from mrinets.errors import ArgumentError
 from mrinets.io.nifti import from_array
-from mrinets.metrics.segmentation import dice
+from mrinets.metrics.segmentation import ERROR_KINDS, dice
 from mrinets.pipelines import wmh
 from mrinets.pipelines.wmh.grid import GRID_SHAPE, from_grid, grid_brain, grid_search, grid_wm, to_grid
 from mrinets.pipelines.wmh.model import WmhTrainConfig, acquire_label, label_agreement, recalibrate_label
@@ -311,6 +311,10 @@ def test_cli_evaluate_scores_masks(tmp_path, capsys):
     scores = json.loads((tmp_path / "s.json").read_text())
     assert scores["subjects"][0]["dice"] == pytest.approx(0.8)
     assert scores["subjects"][0]["tpr"] == 1.0
+    # One face of the cube off each side: 25 voxels of 1 uL at the edges, no lesion missed or invented.
+    row = scores["subjects"][0]
+    assert row["edge_fn_ml"] == row["edge_fp_ml"] == pytest.approx(0.025)
+    assert row["missed_ml"] == row["fp_lesion_ml"] == 0.0
 
 
 def test_cli_batch_wmh_gathers_cohort_and_resumes(tmp_path, tiny_weights):
@@ -682,3 +686,8 @@ def test_evaluate_phantoms_records_mirror_pass_and_trim(tiny_weights):
     assert scores["window_overlap"] == [0.25, 0.25, 0.75] and scores["pv_trim"] is False
     # Growth follows the trim, as in predict.
     assert scores["grow"] is False
+    # The error kinds account for every voxel the mask gets wrong.
+    row, summary = scores["subjects"]["net"][0], scores["summary"]["net"]
+    assert row["pred_ml"] == pytest.approx(row["true_ml"] - row["missed_ml"] - row["edge_fn_ml"]
+                                           + row["fp_lesion_ml"] + row["edge_fp_ml"])
+    assert all(summary[f"{kind}_ml_mean"] == row[f"{kind}_ml"] for kind in ERROR_KINDS)

@@ -91,7 +91,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_common(t)
     t.set_defaults(func=_train)
 
-    e = cmds.add_parser("evaluate", help="Dice, lesion-wise TPR/FPR and volume agreement of masks against truth")
+    e = cmds.add_parser("evaluate", help="Dice, lesion-wise TPR/FPR, the volume of each error kind (missed lesions, "
+                                         "false-positive lesions, edges) and volume agreement of masks against truth")
     e.add_argument("--pred", required=True, nargs="+", help="predicted masks (NIfTI)")
     e.add_argument("--truth", required=True, nargs="+", help="true masks, same order and grids")
     e.add_argument("--out", help="write the scores to this JSON file too")

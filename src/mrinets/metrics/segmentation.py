@@ -13,7 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["dice", "lesion_detection", "volume_agreement"]
+__all__ = ["ERROR_KINDS", "dice", "lesion_detection", "volume_agreement"]
+
+# The voxel errors lesion_detection splits out (``<kind>_voxels``).
+ERROR_KINDS = ("missed", "edge_fn", "fp_lesion", "edge_fp")
 
 _FULL = np.ones((3, 3, 3), bool)
 
@@ -28,7 +31,7 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def lesion_detection(pred: np.ndarray, truth: np.ndarray, *, min_voxels: int = 1) -> dict[str, float]:
-    """Lesion-wise true-positive rate, false-positive share and F1.
+    """Lesion-wise true-positive rate, false-positive share and F1, and where the voxel errors lie.
 
     Returns
     -------
@@ -36,7 +39,12 @@ def lesion_detection(pred: np.ndarray, truth: np.ndarray, *, min_voxels: int = 1
         ``tpr`` (detected true lesions / true lesions), ``fpr`` (predicted
         lesions touching no true lesion / predicted lesions), ``f1``, and the
         counts ``n_true`` and ``n_pred``. Components smaller than
-        ``min_voxels`` are ignored on both sides.
+        ``min_voxels`` are ignored on both sides. The voxel errors, split
+        by whether the lesion was found (every component counts here):
+        ``missed_voxels`` (in true lesions the prediction never touches),
+        ``edge_fn_voxels`` (the rest of the false negatives),
+        ``fp_lesion_voxels`` (in predicted lesions touching no true lesion)
+        and ``edge_fp_voxels`` (the rest of the false positives).
     """
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     if pred.shape != truth.shape:
@@ -55,7 +63,11 @@ def lesion_detection(pred: np.ndarray, truth: np.ndarray, *, min_voxels: int = 1
     fpr = fp / len(pred_ids) if len(pred_ids) else 0.0
     precision = 1.0 - fpr
     f1 = 0.0 if tpr + precision == 0 else 2 * tpr * precision / (tpr + precision)
-    return {"tpr": tpr, "fpr": fpr, "f1": f1, "n_true": int(len(true_ids)), "n_pred": int(len(pred_ids))}
+    missed = int((np.isin(true_lab, hit_true, invert=True) & truth).sum())
+    fp_lesion = int((np.isin(pred_lab, hit_pred, invert=True) & pred).sum())
+    return {"tpr": tpr, "fpr": fpr, "f1": f1, "n_true": int(len(true_ids)), "n_pred": int(len(pred_ids)),
+            "missed_voxels": missed, "edge_fn_voxels": int((truth & ~pred).sum()) - missed,
+            "fp_lesion_voxels": fp_lesion, "edge_fp_voxels": int((pred & ~truth).sum()) - fp_lesion}
 
 
 def volume_agreement(pred_ml: Sequence[float], true_ml: Sequence[float]) -> dict[str, float]:

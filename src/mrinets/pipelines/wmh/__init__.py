@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from mrinets.io.nifti import from_array, load
-from mrinets.metrics.segmentation import dice, lesion_detection, volume_agreement
+from mrinets.metrics.segmentation import ERROR_KINDS, dice, lesion_detection, volume_agreement
 from mrinets.pipelines.wmh.data import TrainingSubject, prepare_subject
 from mrinets.pipelines.wmh.model import LOSSES, WmhTrainConfig, train_two_step
 from mrinets.pipelines.wmh.segment import (DEFAULT_WEIGHTS, OUTPUT_SUFFIXES, PREDICT_OVERLAP, WmhConfig, WmhModel,
@@ -129,8 +129,15 @@ def train(subjects: Sequence[TrainingSubject], config: WmhTrainConfig, *,
 
 
 def score_masks(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict:
-    """Dice, lesion-wise detection and volumes of one subject."""
-    return {"dice": dice(pred, truth), **lesion_detection(pred, truth),
+    """Dice, lesion-wise detection, volumes, and the volume of each error kind (``*_ml``) of one subject.
+
+    The error kinds are :func:`~mrinets.metrics.segmentation.lesion_detection`'s:
+    voxels of lesions missed entirely, false negatives at the edges of lesions
+    found, voxels of false-positive lesions and false positives at the edges.
+    """
+    detection = lesion_detection(pred, truth)
+    errors = {f"{kind}_ml": detection.pop(f"{kind}_voxels") * voxel_ml for kind in ERROR_KINDS}
+    return {"dice": dice(pred, truth), **detection, **errors,
             "pred_ml": float(pred.sum()) * voxel_ml, "true_ml": float(truth.sum()) * voxel_ml}
 
 
@@ -172,6 +179,7 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
             "dice_sd": float(np.std([r["dice"] for r in rows])),
             "lesion_tpr_mean": float(np.mean([r["tpr"] for r in rows])),
             "lesion_fpr_mean": float(np.mean([r["fpr"] for r in rows])),
+            **{f"{kind}_ml_mean": float(np.mean([r[f"{kind}_ml"] for r in rows])) for kind in ERROR_KINDS},
             **{f"volume_{k}": v for k, v in volume_agreement([r["pred_ml"] for r in rows],
                                                              [r["true_ml"] for r in rows]).items()},
         }
