@@ -528,10 +528,10 @@ def test_cli_second_step_options_without_the_second_step_exit_2(tmp_path, capsys
     assert option[0] in capsys.readouterr().err and not out.exists()
 
 
-def _complete_rater_label(subject) -> np.ndarray:
-    """The label of a rater who marks every thick voxel over half lesion."""
+def _rater_label(subject, threshold: float = 0.5) -> np.ndarray:
+    """The label of a rater who marks every thick voxel more than ``threshold`` lesion."""
     idx = np.argwhere(np.ones(subject.label.shape, bool))
-    return (acquire_label(subject.truth, subject, idx) > 0.5).reshape(subject.label.shape)
+    return (acquire_label(subject.truth, subject, idx) > threshold).reshape(subject.label.shape)
 
 
 def _isolated_lesion(label: np.ndarray) -> np.ndarray:
@@ -550,8 +550,8 @@ def test_unmarked_lesions_are_what_the_model_sees_far_from_the_label(subject):
     from mrinets.pipelines.wmh.data import TrainingSubject
     from mrinets.pipelines.wmh.model import unmarked_lesions
 
-    # The complete rater's label less one lesion apart from the others: a missed lesion.
-    full = _complete_rater_label(subject)
+    # A complete rater's label less one lesion apart from the others: a missed lesion.
+    full = _rater_label(subject)
     missed = _isolated_lesion(full)
     rater = TrainingSubject(**{**subject.__dict__, "label": (full & ~missed).astype(np.uint8), "threshold": 0.5})
     unscored = unmarked_lesions(subject.truth, rater)
@@ -579,7 +579,7 @@ def test_unscored_thick_voxels_leave_the_loss(subject):
 def test_second_step_leaves_unmarked_lesions_unscored(subject, trained):
     from mrinets.pipelines.wmh import model as wmh_model
 
-    full = _complete_rater_label(subject)
+    full = _rater_label(subject)
     base = {**subject.__dict__, "image": subject.truth.astype(np.float32), "threshold": 0.5,
             "label": (full & ~_isolated_lesion(full)).astype(np.uint8)}
     subjects = [wmh.data.TrainingSubject(**{**base, "name": f"s{i}"}) for i in range(2)]
@@ -613,8 +613,7 @@ def test_recalibration_finds_a_label_pose_error_and_its_rater_threshold(subject)
     from mrinets.pipelines.wmh.data import TrainingSubject
 
     # A rater who marks thick voxels more than 60 % lesion, on a label whose header is 2 mm off in x.
-    idx = np.argwhere(np.ones(subject.label.shape, bool))
-    label = (acquire_label(subject.truth, subject, idx) > 0.6).reshape(subject.label.shape)
+    label = _rater_label(subject, 0.6)
     off = np.eye(4)
     off[0, 3] = 2.0
     wrong = TrainingSubject(**{**subject.__dict__, "label": label.astype(np.uint8),
