@@ -70,6 +70,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--unscore-unmarked", action="store_true",
                    help="second step: leave out of the loss the thick voxels of lesions the first model sees far "
                         "from anything the label marks (lesions a rater likely missed)")
+    t.add_argument("--centre-thresholds", action="store_true",
+                   help="second step: shift the fitted rater thresholds so their median is the training default "
+                        "(0.45), removing the first model's own width bias from them")
     t.add_argument("--tilt", type=share_float, default=0.0,
                    help="share of training patches tilted (with their labels) by up to 90 degrees about a "
                         "horizontal axis, so thin lesions along the label's slices are seen at other angles")
@@ -161,9 +164,12 @@ def _train(args: argparse.Namespace) -> int:
         raise ArgumentError("--workers", f"must be at least 1, got {args.workers}")
     if min(args.channels) < 1:
         raise ArgumentError("--channels", f"must be positive, got {' '.join(map(str, args.channels))}")
-    for flag, used in (("--dense-weight", args.dense_weight), ("--unscore-unmarked", args.unscore_unmarked)):
+    for flag, used in (("--dense-weight", args.dense_weight), ("--unscore-unmarked", args.unscore_unmarked),
+                       ("--centre-thresholds", args.centre_thresholds)):
         if used and (args.loss == "naive" or args.one_step):
             raise ArgumentError(flag, "needs the super-resolution loss and the second step")
+    if args.centre_thresholds and args.no_recalibrate:
+        raise ArgumentError("--centre-thresholds", "needs the label fit (drop --no-recalibrate)")
     if args.tilt and args.loss == "naive":
         raise ArgumentError("--tilt", "needs the super-resolution loss (the naive labels are not carried along)")
     if args.phantoms == 0 and not args.pairs:
@@ -172,7 +178,8 @@ def _train(args: argparse.Namespace) -> int:
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, two_step=not args.one_step,
                                 recalibrate=not args.no_recalibrate, second_temperature=args.second_temperature,
                                 tilt=args.tilt, dense_weight=args.dense_weight,
-                                unscore_unmarked=args.unscore_unmarked, channels=tuple(args.channels),
+                                unscore_unmarked=args.unscore_unmarked,
+                                centre_thresholds=args.centre_thresholds, channels=tuple(args.channels),
                                 device=args.device,
                                 quiet=args.quiet)
     first = None
@@ -242,6 +249,8 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--dense-weight", f"{args.dense_weight:g}"]
     if args.unscore_unmarked:
         argv.append("--unscore-unmarked")
+    if args.centre_thresholds:
+        argv.append("--centre-thresholds")
     if tuple(args.channels) != WmhTrainConfig.channels:
         argv += ["--channels", *map(str, args.channels)]
     if args.first_step:
