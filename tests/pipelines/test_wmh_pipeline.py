@@ -645,12 +645,13 @@ def test_centred_thresholds_take_a_wide_first_models_bias_out_of_the_rater_fits(
     _, report, _ = wmh_model.train_two_step(subjects, config, first=_Oracle())
     fitted = np.array([report["recalibration"][s.name]["threshold"] for s in subjects])
     centred = np.array([s.threshold for s in trained[0][0]])
-    # Fitted against the wide model every rater looks stricter than it was (+0.2 to +0.25 here); centred, the
-    # thresholds are each rater's own within one step of the fit's grid.
-    assert (fitted - raters).min() > 0.15
+    # Fitted against the wide model every rater looks stricter than it was (by over 0.1 here); centred, the
+    # thresholds are each rater's own within two steps of the fit's grid, in the raters' order.
+    assert (fitted - raters).min() > 0.1
     assert report["threshold_shift"] == pytest.approx(0.45 - np.median(fitted))
     assert np.median(centred) == pytest.approx(0.45)
-    assert np.abs(centred - raters).max() <= 0.05 + 1e-6
+    assert np.abs(centred - raters).max() <= 0.1 + 1e-6 < (fitted - raters).min()
+    assert np.all(np.diff(centred) >= 0)
     wmh_model.train_two_step(subjects, WmhTrainConfig(**TINY), first=_Oracle())
     np.testing.assert_allclose([s.threshold for s in trained[1][0]], fitted)
     with pytest.raises(ValueError, match="label fit"):
