@@ -177,7 +177,7 @@ def recalibrate_label(prob: np.ndarray, subject: TrainingSubject, *, max_shift_m
                             options={"xtol": 0.05, "ftol": 1e-4, "maxfev": 400})
     matrix = corrected(fit.x)
     acquired = acquire_label(prob, subject, idx, matrix)
-    candidates = np.round(np.arange(THRESHOLD_RANGE[0], THRESHOLD_RANGE[1] + 0.05, 0.05), 2)
+    candidates = np.round(np.arange(THRESHOLD_RANGE[0], THRESHOLD_RANGE[1] + 0.025, 0.05), 2)
     scores = [dice(acquired > t, label > 0) for t in candidates]
     threshold = float(candidates[int(np.argmax(scores))])
     report = {"shift_mm": np.round(fit.x[3:], 2).tolist(), "angles_deg": np.round(fit.x[:3], 2).tolist(),
