@@ -196,7 +196,8 @@ def centre_thresholds(subjects: list[TrainingSubject], centre: float) -> tuple[l
     them may keep that rim, as an unmarked thick voxel may then hold 0.6 of
     lesion. The shift keeps what the fit says about one rater against the
     others and takes the common level from the training default. Clipped to
-    the fit's own range; returns the subjects and the shift.
+    the fit's own range; returns the subjects and the shift. Measured on 160
+    subjects (README, candidate C): the lesions come out narrower, Dice the same.
     """
     fitted = [s.threshold for s in subjects if s.weight > 0 and s.threshold is not None]
     if not fitted:
