@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grow", action=argparse.BooleanOptionalAction, default=None,
                    help="grow the trimmed mask up to 5 voxels into white matter in the band around it (default: "
                         "whenever the mask is trimmed; about 0.03 higher Dice on tuning and validation phantoms, "
-                        "higher on each of 24; see README)")
+                        "higher on each of 24; see docs/wmh-history.md)")
     p.add_argument("--no-qc", action="store_true", help="skip the QC pictures")
     add_common(p)
     p.set_defaults(func=_predict)

@@ -197,7 +197,7 @@ def centre_thresholds(subjects: list[TrainingSubject], centre: float) -> tuple[l
     lesion. The shift keeps what the fit says about one rater against the
     others and takes the common level from the training default. Clipped to
     the fit's own range; returns the subjects and the shift. Measured on 160
-    subjects (README, candidate C): the lesions come out narrower, Dice the same.
+    subjects (docs/wmh-history.md, candidate C): the lesions come out narrower, Dice the same.
     """
     fitted = [s.threshold for s in subjects if s.weight > 0 and s.threshold is not None]
     if not fitted:
