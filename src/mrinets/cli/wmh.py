@@ -64,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="second step: keep each label's pose and the default threshold (only drop outliers)")
     t.add_argument("--second-temperature", type=positive_float,
                    help="second step: temperature of the rater model (default: the first step's, 0.1; 0.03 "
-                        "marked more false-positive lesions for no Dice gain, see docs/wmh-history.md)")
+                        "marked more false-positive lesions for about the same Dice, see docs/wmh-history.md)")
     t.add_argument("--dense-weight", type=nonnegative_float, default=0.0,
                    help="second step: also teach each kept subject's first-model mask, trimmed and grown as "
                         "predict makes it, as a dense 1 mm label with this weight beside the thick label (0: off)")

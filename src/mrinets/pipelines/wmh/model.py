@@ -306,10 +306,11 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
     a thick voxel left unmarked only says its lesion share stayed under that
     threshold, and a fuzzy rater model would keep pushing it towards zero,
     erasing thin lesions that lie along the slices (the roofs and floors of
-    the ventricles). At 0.03 on the shipped recipe it gained no Dice and
-    marked faint spots firmly, on phantoms and a real T1 (docs/wmh-history.md,
-    candidate S), so by default the first step's is kept. ``first`` reuses an already trained first step;
-    ``on_first(model)`` is called once it exists (to save it).
+    the ventricles). At 0.03 on the shipped recipe it gave about the same
+    Dice and marked faint spots firmly, on phantoms and on a real T1
+    (docs/wmh-history.md, candidate S), so the default keeps the first
+    step's. ``first`` reuses an already trained first step; ``on_first(model)``
+    is called once it exists (to save it).
 
     Returns the final network, a report (agreements, fits, dropped labels) and
     the first-step network (the final one too without ``config.two_step``).
