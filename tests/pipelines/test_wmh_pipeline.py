@@ -521,17 +521,19 @@ def test_second_step_teaches_the_first_models_mask_as_a_dense_label(subject, tra
         WmhTrainConfig(dense_weight=-1.0)
 
 
-@pytest.mark.parametrize("option", [["--dense-weight", "1"], ["--unscore-unmarked"], ["--centre-thresholds"]])
+@pytest.mark.parametrize("option", [["--dense-weight", "1"], ["--unscore-unmarked"], ["--centre-thresholds"],
+                                    ["--mask-thresholds"]])
 def test_cli_second_step_options_without_the_second_step_exit_2(tmp_path, capsys, option):
     out = tmp_path / "w"
     assert main(["wmh", "train", "--out", str(out), "--phantoms", "1", "--one-step", *option]) == 2
     assert option[0] in capsys.readouterr().err and not out.exists()
 
 
-def test_cli_centre_thresholds_without_the_label_fit_exits_2(tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--centre-thresholds", "--mask-thresholds"])
+def test_cli_threshold_options_without_the_label_fit_exit_2(tmp_path, capsys, flag):
     out = tmp_path / "w"
-    assert main(["wmh", "train", "--out", str(out), "--phantoms", "1", "--no-recalibrate", "--centre-thresholds"]) == 2
-    assert "--centre-thresholds" in capsys.readouterr().err and not out.exists()
+    assert main(["wmh", "train", "--out", str(out), "--phantoms", "1", "--no-recalibrate", flag]) == 2
+    assert flag in capsys.readouterr().err and not out.exists()
 
 
 def _rater_label(subject, threshold: float = 0.5) -> np.ndarray:
@@ -656,6 +658,47 @@ def test_centred_thresholds_take_a_wide_first_models_bias_out_of_the_rater_fits(
     np.testing.assert_allclose([s.threshold for s in trained[1][0]], fitted)
     with pytest.raises(ValueError, match="label fit"):
         WmhTrainConfig(centre_thresholds=True, recalibrate=False)
+
+
+def test_mask_threshold_reads_a_raters_threshold_off_a_mask(subject):
+    from scipy import ndimage
+
+    from mrinets.pipelines.wmh.data import TrainingSubject
+    from mrinets.pipelines.wmh.model import mask_threshold
+
+    truth = subject.truth > 0.5
+    for rater in (0.35, 0.6):
+        labelled = TrainingSubject(**{**subject.__dict__, "label": _rater_label(subject, rater).astype(np.uint8)})
+        assert mask_threshold(truth, labelled) == pytest.approx(rater, abs=0.1)
+        # A mask a voxel too wide in-plane makes every rater look stricter than it was.
+        wide = ndimage.binary_dilation(truth, structure=np.ones((3, 3, 1), bool))
+        assert mask_threshold(wide, labelled) >= mask_threshold(truth, labelled) + 0.1
+
+
+def test_second_step_refits_kept_labels_thresholds_on_the_first_models_mask(subject, trained):
+    from mrinets.pipelines.wmh import model as wmh_model
+    from mrinets.pipelines.wmh.segment import WmhModel, box_mask
+
+    base = {**subject.__dict__, "image": subject.truth.astype(np.float32)}
+    raters = (0.35, 0.45, 0.55)
+    subjects = [wmh.data.TrainingSubject(**{**base, "name": f"r{t}", "label": _rater_label(subject, t).astype(np.uint8)})
+                for t in raters]
+    subjects.append(wmh.data.TrainingSubject(**{**base, "name": "bad", "label": np.roll(subject.label, 12, axis=0)}))
+    config = WmhTrainConfig(**{**TINY, "mask_thresholds": True})
+    _, report, _ = wmh_model.train_two_step(subjects, config, first=_Oracle())
+    second, _ = trained[0]
+    # The drop still reads the raw fit; only the kept labels are refitted, each on the oracle's mask.
+    assert report["dropped"] == ["bad"] and list(report["mask_thresholds"]) == [f"r{t}" for t in raters]
+    mask = box_mask(WmhModel(_Oracle(), TINY["patch_size"], {}), base["image"])
+    for s in second[:3]:
+        assert s.threshold == report["mask_thresholds"][s.name] == wmh_model.mask_threshold(mask, s)
+    assert second[3].threshold == report["recalibration"]["bad"]["threshold"]
+    wmh_model.train_two_step(subjects, WmhTrainConfig(**TINY), first=_Oracle())
+    assert [s.threshold for s in trained[1][0]] == [report["recalibration"][s.name]["threshold"] for s in subjects]
+    with pytest.raises(ValueError, match="label fit"):
+        WmhTrainConfig(mask_thresholds=True, recalibrate=False)
+    with pytest.raises(ValueError, match="second step"):
+        WmhTrainConfig(mask_thresholds=True, two_step=False)
 
 
 def test_centred_thresholds_stay_in_the_fits_range_and_ignore_dropped_labels():

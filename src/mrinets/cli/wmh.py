@@ -74,6 +74,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--centre-thresholds", action="store_true",
                    help="second step: shift the fitted rater thresholds so their median is the training default "
                         "(0.45), removing the first model's own width bias from them")
+    t.add_argument("--mask-thresholds", action="store_true",
+                   help="second step: fit each kept label's rater threshold on the first model's mask as predict "
+                        "makes it (trimmed and grown by the T1) instead of its raw probability, which is wider")
     t.add_argument("--tilt", type=share_float, default=0.0,
                    help="share of training patches tilted (with their labels) by up to 90 degrees about a "
                         "horizontal axis, so thin lesions along the label's slices are seen at other angles")
@@ -166,11 +169,12 @@ def _train(args: argparse.Namespace) -> int:
     if min(args.channels) < 1:
         raise ArgumentError("--channels", f"must be positive, got {' '.join(map(str, args.channels))}")
     for flag, used in (("--dense-weight", args.dense_weight), ("--unscore-unmarked", args.unscore_unmarked),
-                       ("--centre-thresholds", args.centre_thresholds)):
+                       ("--centre-thresholds", args.centre_thresholds), ("--mask-thresholds", args.mask_thresholds)):
         if used and (args.loss == "naive" or args.one_step):
             raise ArgumentError(flag, "needs the super-resolution loss and the second step")
-    if args.centre_thresholds and args.no_recalibrate:
-        raise ArgumentError("--centre-thresholds", "needs the label fit (drop --no-recalibrate)")
+    for flag, used in (("--centre-thresholds", args.centre_thresholds), ("--mask-thresholds", args.mask_thresholds)):
+        if used and args.no_recalibrate:
+            raise ArgumentError(flag, "needs the label fit (drop --no-recalibrate)")
     if args.tilt and args.loss == "naive":
         raise ArgumentError("--tilt", "needs the super-resolution loss (the naive labels are not carried along)")
     if args.phantoms == 0 and not args.pairs:
@@ -180,7 +184,8 @@ def _train(args: argparse.Namespace) -> int:
                                 recalibrate=not args.no_recalibrate, second_temperature=args.second_temperature,
                                 tilt=args.tilt, dense_weight=args.dense_weight,
                                 unscore_unmarked=args.unscore_unmarked,
-                                centre_thresholds=args.centre_thresholds, channels=tuple(args.channels),
+                                centre_thresholds=args.centre_thresholds, mask_thresholds=args.mask_thresholds,
+                                channels=tuple(args.channels),
                                 device=args.device,
                                 quiet=args.quiet)
     first = None
@@ -209,7 +214,8 @@ def _train(args: argparse.Namespace) -> int:
             "earlier_first_step_commands": _earlier_first_steps(first_card),
             "train_seconds": report["train_seconds"], "config": report["config"],
             "dropped_by_two_step": report.get("dropped", []), "n_subjects": len(subjects),
-            "label_recalibration": report.get("recalibration", {})}
+            "label_recalibration": report.get("recalibration", {}),
+            "mask_thresholds": report.get("mask_thresholds", {})}
     if args.test_phantoms:
         test_seeds = list(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + args.test_phantoms))
         scores = wmh.evaluate_phantoms({"network": wmh.WmhModel(model, config.patch_size, card)}, test_seeds,
@@ -252,6 +258,8 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--unscore-unmarked")
     if args.centre_thresholds:
         argv.append("--centre-thresholds")
+    if args.mask_thresholds:
+        argv.append("--mask-thresholds")
     if tuple(args.channels) != WmhTrainConfig.channels:
         argv += ["--channels", *map(str, args.channels)]
     if args.first_step:
@@ -296,7 +304,7 @@ def _model_card(card: dict) -> str:
              *_first_step_lines(card),
              f"Training subjects: {card['n_subjects']}; training time {card['train_seconds']} s on this machine.",
              f"Labels dropped by the two-step procedure: {', '.join(card['dropped_by_two_step']) or 'none'}.",
-             *_recalibration_lines(card.get("label_recalibration", {})),
+             *_recalibration_lines(card.get("label_recalibration", {}), card.get("mask_thresholds", {})),
              *_dense_lines(card["config"].get("dense_weight", 0.0)), "",
              "## Data", "",
              "`mrinets phantom wmh` subjects (seeds from --seed-start): the MNI152 2009a tissue maps under a smooth",
@@ -358,16 +366,21 @@ def _dense_lines(weight: float) -> list[str]:
             "as `predict` makes it (trimmed and grown)."]
 
 
-def _recalibration_lines(fits: dict) -> list[str]:
+def _recalibration_lines(fits: dict, on_mask: dict) -> list[str]:
     import numpy as np
 
     thresholds = [f["threshold"] for f in fits.values() if f["threshold"] is not None]
     if not thresholds:
         return []
     shifts = [float(np.linalg.norm(f["shift_mm"])) for f in fits.values()]
-    return [f"Label corrections fitted against the first step ({len(fits)} labels): pose shift median "
-            f"{np.median(shifts):.1f} mm (max {max(shifts):.1f}), rater thresholds {min(thresholds):.2f} to "
-            f"{max(thresholds):.2f} (train_report.json has each)."]
+    lines = [f"Label corrections fitted against the first step ({len(fits)} labels): pose shift median "
+             f"{np.median(shifts):.1f} mm (max {max(shifts):.1f}), rater thresholds {min(thresholds):.2f} to "
+             f"{max(thresholds):.2f} (train_report.json has each)."]
+    if on_mask:
+        values = list(on_mask.values())
+        lines.append(f"Rater thresholds of the {len(values)} kept labels fitted again on the first step's mask "
+                     f"(--mask-thresholds): {min(values):.2f} to {max(values):.2f}, median {np.median(values):.2f}.")
+    return lines
 
 
 def _evaluate(args: argparse.Namespace) -> int:
