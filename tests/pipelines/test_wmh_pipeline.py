@@ -681,8 +681,8 @@ def test_second_step_refits_kept_labels_thresholds_on_the_first_models_mask(subj
 
     base = {**subject.__dict__, "image": subject.truth.astype(np.float32)}
     raters = (0.35, 0.45, 0.55)
-    subjects = [wmh.data.TrainingSubject(**{**base, "name": f"r{t}", "label": _rater_label(subject, t).astype(np.uint8)})
-                for t in raters]
+    subjects = [wmh.data.TrainingSubject(**{**base, "name": f"r{t}",
+                                            "label": _rater_label(subject, t).astype(np.uint8)}) for t in raters]
     subjects.append(wmh.data.TrainingSubject(**{**base, "name": "bad", "label": np.roll(subject.label, 12, axis=0)}))
     config = WmhTrainConfig(**{**TINY, "mask_thresholds": True})
     _, report, _ = wmh_model.train_two_step(subjects, config, first=_Oracle())
