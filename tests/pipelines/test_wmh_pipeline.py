@@ -359,6 +359,17 @@ class _Oracle(torch.nn.Module):
         return 20.0 * (x - 0.5)
 
 
+def test_training_twice_gives_the_same_weights_to_the_bit(subject):
+    from mrinets.pipelines.wmh.model import train_network
+
+    # A model card's command must give its weights again: nothing in training may draw unseeded randomness.
+    config = WmhTrainConfig(**{**TINY, "tilt": 0.5})
+    first, again = (train_network([subject], config).state_dict() for _ in range(2))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    other = train_network([subject], config, seed_offset=1).state_dict()
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
 def test_two_step_drops_a_grossly_wrong_label(subject):
     from mrinets.pipelines.wmh.data import TrainingSubject
     from mrinets.pipelines.wmh.model import train_two_step
