@@ -77,8 +77,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--mask-thresholds", action="store_true",
                    help="second step: fit each kept label's rater threshold on the first model's mask as predict "
                         "makes it (trimmed and grown by the T1) instead of its raw probability, which is wider; with "
-                        "--second-temperature 0.03 (or 0.05) it gained 0.010 (0.009) of Dice on phantoms and lost on lesions "
-                        "inserted in a real T1, see docs/wmh-history.md")
+                        "--second-temperature 0.03 (or 0.05) it gained 0.010 (0.009) of Dice on phantoms and lost "
+                        "on lesions inserted in a real T1, see docs/wmh-history.md")
     t.add_argument("--tilt", type=share_float, default=0.0,
                    help="share of training patches tilted (with their labels) by up to 90 degrees about a "
                         "horizontal axis, so thin lesions along the label's slices are seen at other angles")

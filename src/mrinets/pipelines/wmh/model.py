@@ -292,39 +292,38 @@ def train_network(subjects: list[TrainingSubject], config: WmhTrainConfig, *, sa
     return model.cpu().eval()
 
 
-def _with_dense_labels(first: UNet3D, subjects: list[TrainingSubject],
-                       config: WmhTrainConfig) -> tuple[list[TrainingSubject], dict]:
-    """The kept subjects with the first model's mask as ``predict`` makes it (their dense label), and its Dice with
-    each phantom's truth; dropped subjects are never trained on and stay as they are."""
+def _first_masks(first: UNet3D, subjects: list[TrainingSubject], config: WmhTrainConfig) -> list[np.ndarray | None]:
+    """The first model's mask as ``predict`` makes it, one per subject (None for dropped subjects, never trained on)."""
     from rich.progress import track
 
     # segment.py imports this module.
     from mrinets.pipelines.wmh.segment import WmhModel, box_mask
 
     model = WmhModel(first, config.patch_size, {})
+    return [box_mask(model, s.image) if s.weight > 0 else None
+            for s in track(subjects, description="first-step masks", disable=config.quiet)]
+
+
+def _with_dense_labels(subjects: list[TrainingSubject],
+                       masks: list[np.ndarray | None]) -> tuple[list[TrainingSubject], dict]:
+    """The subjects with the first model's masks as their dense labels, and each mask's Dice with a phantom's truth."""
     out, scores = [], {}
-    for s in track(subjects, description="dense labels", disable=config.quiet):
-        if s.weight > 0:
-            dense = box_mask(model, s.image).astype(np.uint8)
-            s = TrainingSubject(**{**s.__dict__, "dense": dense})
+    for s, mask in zip(subjects, masks):
+        if mask is not None:
+            s = TrainingSubject(**{**s.__dict__, "dense": mask.astype(np.uint8)})
             if s.truth is not None:
-                scores[s.name] = round(dice(dense > 0, s.truth > 0.5), 4)
+                scores[s.name] = round(dice(mask, s.truth > 0.5), 4)
         out.append(s)
     return out, scores
 
 
-def _with_mask_thresholds(first: UNet3D, subjects: list[TrainingSubject],
-                          config: WmhTrainConfig) -> tuple[list[TrainingSubject], dict]:
-    """The kept subjects with their rater thresholds refitted on the first model's mask (:func:`mask_threshold`)."""
-    from rich.progress import track
-
-    from mrinets.pipelines.wmh.segment import WmhModel, box_mask
-
-    model = WmhModel(first, config.patch_size, {})
+def _with_mask_thresholds(subjects: list[TrainingSubject],
+                          masks: list[np.ndarray | None]) -> tuple[list[TrainingSubject], dict]:
+    """The subjects with their rater thresholds refitted on the first model's masks (:func:`mask_threshold`)."""
     out, thresholds = [], {}
-    for s in track(subjects, description="mask thresholds", disable=config.quiet):
-        if s.weight > 0:
-            thresholds[s.name] = mask_threshold(box_mask(model, s.image), s)
+    for s, mask in zip(subjects, masks):
+        if mask is not None:
+            thresholds[s.name] = mask_threshold(mask, s)
             s = TrainingSubject(**{**s.__dict__, "threshold": thresholds[s.name]})
         out.append(s)
     return out, thresholds
@@ -399,8 +398,9 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
                   dropped=[s.name for s in kept if s.weight == 0])
     if fits:
         report["recalibration"] = fits
+    masks = _first_masks(first, kept, config) if config.mask_thresholds or config.dense_weight else None
     if config.mask_thresholds:
-        kept, report["mask_thresholds"] = _with_mask_thresholds(first, kept, config)
+        kept, report["mask_thresholds"] = _with_mask_thresholds(kept, masks)
     if config.centre_thresholds:
         kept, report["threshold_shift"] = centre_thresholds(kept, config.sr_threshold)
         log.info("two-step: fitted thresholds shifted by %+.2f to centre on %.2f", report["threshold_shift"],
@@ -409,7 +409,7 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
         report["unscored_voxels"] = {s.name: int(s.unscored.sum()) for s in checked}
     log.info("two-step: %d of %d labels kept (median agreement %.3f)", n_kept, len(subjects), median)
     if config.dense_weight:
-        kept, dense_dice = _with_dense_labels(first, kept, config)
+        kept, dense_dice = _with_dense_labels(kept, masks)
         if dense_dice:
             report["dense_label_dice"] = dense_dice
             log.info("two-step: dense labels' Dice with the truth, median %.3f", np.median(list(dense_dice.values())))
