@@ -186,6 +186,32 @@ def test_growth_takes_dark_white_matter_next_to_the_mask_only():
                           mask)
     assert np.array_equal(grow_in_white_matter(mask, np.minimum(prob, 0.8), t1, wm, 0.2), mask)
     assert not grow_in_white_matter(np.zeros_like(mask), prob, t1, wm, 0.2).any()
+    # A network's own floor: 0.3 still reaches the uncertain voxels, 0.4 does not.
+    assert np.array_equal(grow_in_white_matter(mask, prob, t1, wm, 0.2, min_prob=0.3), grown)
+    assert np.array_equal(grow_in_white_matter(mask, prob, t1, wm, 0.2, min_prob=0.4), mask)
+
+
+def test_predict_grows_with_the_networks_own_floor_unless_asked(phantom, tiny_weights, monkeypatch):
+    from mrinets.pipelines.wmh import segment
+
+    floors = []
+
+    def spy(mask, prob, t1, wm, csf=None, *, min_prob):
+        floors.append(min_prob)
+        return mask
+
+    # The untrained network is sure of nothing, so a band is lent to the trim to reach the growth.
+    monkeypatch.setattr(segment, "trim_partial_volume", lambda mask, prob, t1, csf: (mask, (0.2, 0.8)))
+    monkeypatch.setattr(segment, "grow_in_white_matter", spy)
+    t1 = from_array(phantom.t1, phantom.t1_affine)
+    base = wmh.load_model(tiny_weights)
+    sharp = wmh.WmhModel(base.network, base.patch_size, {**base.card, "grow_min_prob": 0.1})
+    for model, floor in ((base, None), (sharp, None), (sharp, 0.3)):
+        wmh.predict(t1, wmh.WmhConfig(device="cpu", grow_min_prob=floor), model=model, to_mni=phantom.to_mni)
+    assert floors == [segment.GROW_MIN_PROB, 0.1, 0.3]
+    for bad in (0.0, 1.0):
+        with pytest.raises(ArgumentError, match="--grow-min-prob"):
+            wmh.WmhConfig(grow_min_prob=bad)
 
 
 def test_csf_reference_reads_the_ventricles():
@@ -408,9 +434,12 @@ def test_cli_train_on_user_pairs(tmp_path, capsys):
     # A second step retrained on the first one: the card names both commands, the first step keeps its own.
     again = tmp_path / "again"
     assert main(["wmh", "train", "--out", str(again), "--first-step", str(out / "wmh_t1_step1.pt"),
-                 "--second-temperature", "0.05", "--tilt", "0.5", *common]) == 0
+                 "--second-temperature", "0.05", "--tilt", "0.5", "--grow-min-prob", "0.1", *common]) == 0
     card = wmh.load_model(again / "wmh_t1.pt").card
     assert "--first-step" in card["command"] and "--second-temperature 0.05" in card["command"]
+    assert "--grow-min-prob 0.1" in card["command"] and wmh.load_model(again / "wmh_t1.pt").grow_min_prob == 0.1
+    assert "give at least 0.1 (`--grow-min-prob`" in (again / "wmh_t1.md").read_text()
+    assert wmh.load_model(out / "wmh_t1.pt").grow_min_prob == wmh.segment.GROW_MIN_PROB
     assert "--tilt 0.5" in card["command"] and card["config"]["tilt"] == 0.5
     assert card["first_step_command"] == wmh.load_model(out / "wmh_t1.pt").card["command"]
     assert card["config"]["second_temperature"] == 0.05
@@ -431,6 +460,8 @@ def test_cli_train_refuses_a_file_that_is_not_a_first_step(tmp_path, tiny_weight
     assert "--first-step" in capsys.readouterr().err and not out.exists()
     assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err and not out.exists()
+    assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--grow-min-prob", "1.5"]) == 2
+    assert "--grow-min-prob" in capsys.readouterr().err and not out.exists()
     assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--loss", "naive", "--tilt", "0.5"]) == 2
     assert "--tilt" in capsys.readouterr().err and not out.exists()
     assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--channels", "0", "8", "16", "32"]) == 2

@@ -44,6 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="grow the trimmed mask up to 5 voxels into white matter in the band around it (default: "
                         "whenever the mask is trimmed; about 0.03 higher Dice on tuning and validation phantoms, "
                         "higher on each of 24; see docs/wmh-history.md)")
+    p.add_argument("--grow-min-prob", type=finite_float,
+                   help="least network probability of a grown voxel (default: the one on the weights' card; 0.01 "
+                        "for cards without one)")
     p.add_argument("--no-qc", action="store_true", help="skip the QC pictures")
     add_common(p)
     p.set_defaults(func=_predict)
@@ -63,8 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--no-recalibrate", action="store_true",
                    help="second step: keep each label's pose and the default threshold (only drop outliers)")
     t.add_argument("--second-temperature", type=positive_float,
-                   help="second step: temperature of the rater model (default: the first step's, 0.1; 0.03 "
-                        "marked more false-positive lesions for about the same Dice, see docs/wmh-history.md)")
+                   help="second step: temperature of the rater model (default: the first step's, 0.1; the shipped "
+                        "weights use 0.03 with --mask-thresholds, see docs/wmh-history.md)")
     t.add_argument("--dense-weight", type=nonnegative_float, default=0.0,
                    help="second step: also teach each kept subject's first-model mask, trimmed and grown as "
                         "predict makes it, as a dense 1 mm label with this weight beside the thick label (0: off)")
@@ -76,9 +79,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(0.45), removing the first model's own width bias from them")
     t.add_argument("--mask-thresholds", action="store_true",
                    help="second step: fit each kept label's rater threshold on the first model's mask as predict "
-                        "makes it (trimmed and grown by the T1) instead of its raw probability, which is wider; with "
-                        "--second-temperature 0.03 (or 0.05) it gained 0.010 (0.009) of Dice on phantoms and lost "
-                        "on lesions inserted in a real T1, see docs/wmh-history.md")
+                        "makes it (trimmed and grown by the T1) instead of its raw probability, which is wider; the "
+                        "shipped weights add --second-temperature 0.03 --grow-min-prob 0.1, see docs/wmh-history.md")
+    t.add_argument("--grow-min-prob", type=finite_float,
+                   help="the least network probability predict's growth asks of a voxel with these weights, written "
+                        "on their card (default 0.01; 0.1 for --second-temperature 0.03 --mask-thresholds, whose "
+                        "network grows faint spots of a real T1 at 0.01, see docs/wmh-history.md)")
     t.add_argument("--tilt", type=share_float, default=0.0,
                    help="share of training patches tilted (with their labels) by up to 90 degrees about a "
                         "horizontal axis, so thin lesions along the label's slices are seen at other angles")
@@ -117,7 +123,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     config = wmh.WmhConfig(weights=args.weights, threshold=args.threshold, method=args.method,
                            baseline_k=args.baseline_k, device=args.device, flip=not args.no_flip,
-                           pv_trim=not args.no_pv_trim, grow=args.grow)
+                           pv_trim=not args.no_pv_trim, grow=args.grow, grow_min_prob=args.grow_min_prob)
     images = [load(path, ndim=3) for path in args.t1]
     names = [im.name for im in images]
     if len(set(names)) != len(names):
@@ -181,6 +187,7 @@ def _train(args: argparse.Namespace) -> int:
         raise ArgumentError("--tilt", "needs the super-resolution loss (the naive labels are not carried along)")
     if args.phantoms == 0 and not args.pairs:
         raise ArgumentError("mrinets wmh train", "give --phantoms N and/or --pairs TSV")
+    wmh.WmhConfig(grow_min_prob=args.grow_min_prob)  # predict's check of the value, before hours of training
     config = wmh.WmhTrainConfig(loss=args.loss, epochs=args.epochs, samples_per_subject=args.samples_per_subject,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, two_step=not args.one_step,
                                 recalibrate=not args.no_recalibrate, second_temperature=args.second_temperature,
@@ -218,6 +225,8 @@ def _train(args: argparse.Namespace) -> int:
             "dropped_by_two_step": report.get("dropped", []), "n_subjects": len(subjects),
             "label_recalibration": report.get("recalibration", {}),
             "mask_thresholds": report.get("mask_thresholds", {})}
+    if args.grow_min_prob is not None:
+        card["grow_min_prob"] = args.grow_min_prob
     if args.test_phantoms:
         test_seeds = list(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + args.test_phantoms))
         scores = wmh.evaluate_phantoms({"network": wmh.WmhModel(model, config.patch_size, card)}, test_seeds,
@@ -262,6 +271,8 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--centre-thresholds")
     if args.mask_thresholds:
         argv.append("--mask-thresholds")
+    if args.grow_min_prob is not None:
+        argv += ["--grow-min-prob", f"{args.grow_min_prob:g}"]
     if tuple(args.channels) != WmhTrainConfig.channels:
         argv += ["--channels", *map(str, args.channels)]
     if args.first_step:
@@ -299,6 +310,8 @@ def _load_first_step(path: str, config, args: argparse.Namespace):
 
 
 def _model_card(card: dict) -> str:
+    from mrinets.pipelines.wmh.segment import card_grow_min_prob
+
     lines = ["# mrinets WMH network (wmh_t1.pt)", "",
              "3D U-Net (MONAI residual units) predicting white-matter hypointensity probability on T1 in the",
              "MNI-aligned box of 184 x 202 x 72 voxels at 1 x 1 x 1.5 mm, trained from thick-slice FLAIR labels.",
@@ -317,7 +330,9 @@ def _model_card(card: dict) -> str:
              "the 1 mm truth.", "",
              "## Use", "",
              "`mrinets wmh predict T1.nii.gz --out DIR` (this file is the default), or `--weights` for another",
-             "file from `mrinets wmh train`. Loaded with `torch.load(..., weights_only=True)`.", "",
+             "file from `mrinets wmh train`. Loaded with `torch.load(..., weights_only=True)`.",
+             f"`predict` grows the mask into voxels these weights give at least {card_grow_min_prob(card):g}"
+             + (" (`--grow-min-prob` of the command above)." if "grow_min_prob" in card else "."), "",
              "## Configuration", "", "```json", json.dumps(card["config"], indent=2), "```", ""]
     if "held_out" in card:
         # Cards written before the overlap was recorded were scored with 0.25 along every axis.
@@ -327,7 +342,8 @@ def _model_card(card: dict) -> str:
                   + ("with" if card.get("held_out_mirror_pass") else "without")
                   + f" `predict`'s left-right mirror pass, sliding windows overlapping {overlap} (x, y, z), "
                   + ("with" if card.get("held_out_pv_trim") else "without") + " the partial-volume trim of the mask"
-                  + (" and its growth into dark white matter." if card.get("held_out_grow") else "."),
+                  + (" and its growth into dark white matter (voxels it gives at least "
+                     f"{card_grow_min_prob(card):g})." if card.get("held_out_grow") else "."),
                   "", "| method | Dice | lesion TPR | lesion FPR | volume r | volume bias (mL) |",
                   "|---|---|---|---|---|---|"]
         for name, s in card["held_out"].items():

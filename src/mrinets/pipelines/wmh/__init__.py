@@ -150,8 +150,9 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
     registers it as it would a user's T1 (once, shared by every method), so
     the scores include registration error. ``flip`` is ``predict``'s mirror
     pass, ``pv_trim`` its partial-volume trim of the mask and ``grow`` its
-    growth of that mask (None: as ``predict``, whenever trimmed); the result
-    records them and the sliding windows' overlap.
+    growth of that mask (None: as ``predict``, whenever trimmed; each network
+    grows with the floor on its card); the result records them and the
+    sliding windows' overlap.
     """
     from mrinets.data.phantoms.wmh import make_wmh_subject
     from mrinets.preprocess.register import register_to_mni

@@ -22,8 +22,8 @@ from mrinets.pipelines.wmh.model import build_network, predict_logits
 from mrinets.training.engine import load_checkpoint
 
 __all__ = ["WmhConfig", "WmhResult", "WmhModel", "load_model", "predict", "box_logits", "baseline_grid",
-           "box_mask", "pv_band", "trim_partial_volume", "grow_in_white_matter", "measures_table", "output_names",
-           "bids_output_names", "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES"]
+           "box_mask", "pv_band", "trim_partial_volume", "grow_in_white_matter", "card_grow_min_prob", "measures_table",
+           "output_names", "bids_output_names", "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES"]
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "wmh_t1.pt"
 OUTPUT_SUFFIXES = {"prob": "_wmh_prob.nii.gz", "mask": "_wmh_mask.nii.gz", "regions": "_wmh_regions.nii.gz",
@@ -41,7 +41,8 @@ PV_TRIM_MIN_CORE = 27
 PV_LESION_SHARE = 0.55
 # The growth, fixed on tuning phantoms 810000-810011: steps and reach in voxels, the least probability and template
 # white-matter probability a grown voxel needs (Dice 0.758 trimmed, 0.776 grown with 3 and 0.05 and a band with no
-# CSF side; 0.786 with 5 and 0.01 and the CSF side).
+# CSF side; 0.786 with 5 and 0.01 and the CSF side). The least probability is the network's own, on its card
+# (WmhModel.grow_min_prob); GROW_MIN_PROB is that of networks taught with the default rater model.
 GROW_STEPS, GROW_MIN_PROB, GROW_MIN_WM = 5, 0.01, 0.5
 
 
@@ -58,6 +59,8 @@ class WmhConfig:
     pv_trim: bool = True
     # None: grow whenever the mask is trimmed (the default since growth passed its rule on fresh seeds).
     grow: bool | None = None
+    # None: the network's own (WmhModel.grow_min_prob).
+    grow_min_prob: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
@@ -66,6 +69,8 @@ class WmhConfig:
             raise ArgumentError("--method", f"must be network or baseline, got {self.method!r}")
         if not self.baseline_k > 0:
             raise ArgumentError("--baseline-k", f"must be positive, got {self.baseline_k:g}")
+        if self.grow_min_prob is not None and not 0 < self.grow_min_prob < 1:
+            raise ArgumentError("--grow-min-prob", f"must lie in (0, 1), got {self.grow_min_prob:g}")
         if self.grow and not self.pv_trim:
             raise ArgumentError("--grow", "grows the trimmed mask; it cannot go with --no-pv-trim")
         if self.grow is None:
@@ -79,6 +84,22 @@ class WmhModel:
     network: torch.nn.Module
     patch_size: tuple[int, int, int]
     card: dict
+
+    @property
+    def grow_min_prob(self) -> float:
+        """The least probability ``predict``'s growth asks of a voxel with this network (:func:`card_grow_min_prob`)."""
+        return card_grow_min_prob(self.card)
+
+
+def card_grow_min_prob(card: dict) -> float:
+    """The growth's least probability on a model card (``mrinets wmh train --grow-min-prob``), else ``GROW_MIN_PROB``.
+
+    It belongs to the network: one taught with a near-hard rater model
+    (``--second-temperature 0.03 --mask-thresholds``) gives 0.01 to 0.4 around
+    faint dark spots of a real T1, and growing from there marks them
+    (docs/wmh-history.md, candidate MG).
+    """
+    return float(card.get("grow_min_prob", GROW_MIN_PROB))
 
 
 def load_model(path: str | Path | None = None) -> WmhModel:
@@ -262,19 +283,19 @@ def trim_partial_volume(mask: np.ndarray, prob: np.ndarray, t1: np.ndarray,
 
 
 def grow_in_white_matter(mask: np.ndarray, prob: np.ndarray, t1: np.ndarray, wm: np.ndarray,
-                         csf: float | None = None) -> np.ndarray:
+                         csf: float | None = None, *, min_prob: float = GROW_MIN_PROB) -> np.ndarray:
     """Grow a trimmed mask into the white-matter voxels around it whose T1 lies in :func:`pv_band`.
 
     The trim's converse (``predict``'s default; ``--no-grow``): a voxel next
     to the mask, as dark as at least ``PV_LESION_SHARE`` lesion, is taken up to
     ``GROW_STEPS`` voxels out (6-neighbour steps from the mask, whatever
-    threshold made it), where the network gives at least ``GROW_MIN_PROB`` and the template's
+    threshold made it), where the network gives at least ``min_prob`` and the template's
     white-matter probability ``wm`` is at least ``GROW_MIN_WM`` (grey matter
     is as dark as lesion). The network's edges, taught through 5 mm slices,
     stop short of the truth.
     """
     band = pv_band(prob, t1, csf)
-    candidates = prob >= GROW_MIN_PROB
+    candidates = prob >= min_prob
     if band is None or not mask.any() or not candidates.any():
         return mask
     # Work in the box around every candidate and the mask (grown voxels are candidates): dilating a whole head
@@ -295,7 +316,7 @@ def box_mask(model: WmhModel, box: np.ndarray, *, device: str = "cpu") -> np.nda
     prob = np.where(grid_search(), 1.0 / (1.0 + np.exp(-logits)), 0.0)
     csf = csf_reference(box)
     mask, _ = trim_partial_volume(prob >= 0.5, prob, box, csf)
-    return grow_in_white_matter(mask, prob, box, grid_wm(), csf)
+    return grow_in_white_matter(mask, prob, box, grid_wm(), csf, min_prob=model.grow_min_prob)
 
 
 def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | None = None,
@@ -341,7 +362,8 @@ def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | Non
         if config.grow:
             wm = from_grid(grid_wm(), t1.affine, t1.spatial_shape, to_mni, order=1)
             trimmed = int(mask.sum())
-            mask = grow_in_white_matter(mask, prob, scaled, wm, csf)
+            floor = config.grow_min_prob if config.grow_min_prob is not None else model.grow_min_prob
+            mask = grow_in_white_matter(mask, prob, scaled, wm, csf, min_prob=floor)
             grown_ml = (int(mask.sum()) - trimmed) * voxel_ml
 
     mni_labels, mni_affine = mni_regions()
