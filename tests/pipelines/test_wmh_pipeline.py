@@ -799,8 +799,9 @@ def test_model_card_says_whether_the_mask_was_trimmed():
 
     card = dict(wmh.load_model().card)
     assert "(x, y, z), with the partial-volume trim" in _model_card({**card, "held_out_pv_trim": True})
-    assert "trim of the mask and its growth" in _model_card({**card, "held_out_pv_trim": True, "held_out_grow": True})
-    assert "its growth" not in _model_card({**card, "held_out_pv_trim": True})
+    grown = _model_card({**card, "held_out_pv_trim": True, "held_out_grow": True})
+    assert "trim of the mask and its growth into dark white matter (voxels it gives at least 0.1)" in grown
+    assert "its growth" not in _model_card({**card, "held_out_pv_trim": True, "held_out_grow": False})
     assert "dense 1 mm label" not in _model_card(card)
     dense = {**card, "config": {**card["config"], "dense_weight": 0.5}}
     assert "dense 1 mm label with weight 0.5" in _model_card(dense)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from mrinets.cli import main
+from mrinets.io.nifti import load
 from mrinets.pipelines import wmh
+from mrinets.pipelines.wmh.segment import PV_TRIM_MIN_CORE
 
 
 def test_shipped_model_on_the_real_t1(real_t1, tmp_path):
@@ -22,19 +24,40 @@ def test_shipped_model_on_the_real_t1(real_t1, tmp_path):
         np.testing.assert_allclose(img.affine, src.affine, atol=1e-4)
     row = next(csv.DictReader(open(out / "t1_image_wmh.csv")))
     assert 0.0 <= float(row["wmh_total_ml"]) <= 60.0
-    # The network is sure of enough dark voxels to trim by: the band lies between CSF and white matter.
-    assert 0.1 < float(row["pv_trim_lower"]) < 0.6 < float(row["pv_trim_upper"]) < 1.0
     assert 1100 < float(row["etiv_ml"]) < 2200
     assert (out / "t1_image_wmh_qc.png").stat().st_size > 20_000
-    # The default growth only adds to the trimmed mask, on this T1 it does add, and the CSV says how much.
-    trimmed_out = tmp_path / "trimmed"
-    assert main(["wmh", "predict", str(real_t1), "--out", str(trimmed_out), "--quiet", "--device", "cpu",
+    # This scan shows no confluent lesion: the network is sure (above 0.9) of fewer voxels than the trim needs
+    # to read a lesion level from, so the mask is the thresholded map, neither trimmed nor grown.
+    prob = nib.load(out / "t1_image_wmh_prob.nii.gz").get_fdata()
+    mask = nib.load(out / "t1_image_wmh_mask.nii.gz").get_fdata() > 0
+    assert (prob > 0.9).sum() < PV_TRIM_MIN_CORE and row["pv_trim_upper"] == "nan"
+    np.testing.assert_array_equal(mask, prob >= 0.5)
+
+
+def test_shipped_model_trims_and_grows_lesions_inserted_in_the_real_t1(real_t1, tmp_path):
+    from mrinets.data.phantoms.wmh import insert_wmh
+    from mrinets.metrics.segmentation import dice
+    from mrinets.preprocess.register import register_to_mni
+
+    real = load(real_t1, ndim=3)
+    phantom = insert_wmh(real.data, real.affine, register_to_mni(real).matrix, 820096)
+    path = tmp_path / "inserted.nii.gz"
+    nib.save(nib.Nifti1Image(phantom.t1, phantom.t1_affine), path)
+    out, trimmed_out = tmp_path / "grown", tmp_path / "trimmed"
+    assert main(["wmh", "predict", str(path), "--out", str(out), "--quiet", "--device", "cpu", "--no-qc"]) == 0
+    row = next(csv.DictReader(open(out / "inserted_wmh.csv")))
+    # The network is sure of enough dark voxels to trim by: the band lies between CSF and white matter.
+    assert 0.1 < float(row["pv_trim_lower"]) < 0.6 < float(row["pv_trim_upper"]) < 1.0
+    # The default growth only adds to the trimmed mask, here it does add, and the CSV says how much.
+    assert main(["wmh", "predict", str(path), "--out", str(trimmed_out), "--quiet", "--device", "cpu",
                  "--no-grow", "--no-qc"]) == 0
-    grown, mask = (nib.load(d / "t1_image_wmh_mask.nii.gz").get_fdata() > 0 for d in (out, trimmed_out))
+    grown, mask = (nib.load(d / "inserted_wmh_mask.nii.gz").get_fdata() > 0 for d in (out, trimmed_out))
     assert grown[mask].all() and grown.sum() > mask.sum()
-    voxel_ml = float(np.prod(src.header.get_zooms()[:3])) / 1000
+    voxel_ml = float(np.prod(real.voxel_size)) / 1000
     assert float(row["grow_added_ml"]) == pytest.approx((grown.sum() - mask.sum()) * voxel_ml, rel=1e-4)
-    assert next(csv.DictReader(open(trimmed_out / "t1_image_wmh.csv")))["grow_added_ml"] == "nan"
+    assert next(csv.DictReader(open(trimmed_out / "inserted_wmh.csv")))["grow_added_ml"] == "nan"
+    # 0.73 grown and 0.66 trimmed with the shipped weights (the scan's own spots count as false positives).
+    assert dice(grown, phantom.truth_mask) > max(0.7, dice(mask, phantom.truth_mask) + 0.03)
 
 
 def test_shipped_weights_load_with_their_card():
