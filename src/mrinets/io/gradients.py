@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mrinets.errors import ArgumentError, DimensionError, UnreadableFileError
+from mrinets.io.output import note_input
 
 __all__ = ["read_bvals_bvecs", "fsl_to_array_frame", "array_frame_to_fsl"]
 
@@ -17,6 +18,9 @@ B0_THRESHOLD = 50.0  # s/mm^2: volumes at or below count as b=0, as in DIPY and 
 def _read_table(path: Path) -> np.ndarray:
     if not path.exists():
         raise UnreadableFileError(path, "file not found")
+    if path.is_dir():
+        raise UnreadableFileError(path, "is a folder, not a table of numbers")
+    note_input(path)
     try:
         return np.atleast_1d(np.loadtxt(path, dtype=np.float64))
     except (OSError, ValueError) as exc:
@@ -57,6 +61,10 @@ def read_bvals_bvecs(
     vecs = vecs.T if vecs.shape[0] == 3 else vecs
     if not np.all(np.isfinite(bvals)) or np.any(bvals < 0):
         raise ArgumentError(bval, "b-values must be finite and non-negative")
+    bad_rows = ~np.all(np.isfinite(vecs), axis=1)
+    if np.any(bad_rows):
+        i = int(np.flatnonzero(bad_rows)[0])
+        raise ArgumentError(bvec, f"b-vector {i} is not finite ({int(bad_rows.sum())} such vectors)")
     if vecs.shape[0] != bvals.size:
         raise DimensionError(bvec, f"has {vecs.shape[0]} b-vectors but {bval.name} has {bvals.size} b-values")
     if n_volumes is not None and bvals.size != n_volumes:
