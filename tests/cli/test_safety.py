@@ -451,6 +451,8 @@ def test_echoes_given_in_any_order_give_the_same_chi(tmp_path, capsys):
 @pytest.mark.parametrize("flags, needles", [
     (["--te", "0.005", "0.005"], ["--te", "echo times must differ (0.005 s is given twice)"]),
     (["--te", "0.005", "5"], ["--te", "echo time 5 s is implausible"]),
+    (["--te", "1e-300", "2e-300"], ["--te", "echo times and their spacing must be at least 1e-05 s"]),
+    (["--te", "0.005", "0.0050001"], ["--te", "spacing must be at least 1e-05 s"]),
     (["--b0", "1e9"], ["--b0", "0.05 to 21 T", "1e+09"]),
     (["--b0", "0.01"], ["--b0", "0.05 to 21 T"]),
     (["--vsharp-radius", "1e6"], ["--vsharp-radius", "larger than the field of view"]),
@@ -532,6 +534,32 @@ def test_dwi_with_zero_b0_and_nan_bvec_are_refused(tmp_path, capsys):
     code, err = _run(["info", dwi, "--bval", bval, "--bvec", bvec], capsys)
     _one_line(code, err, "dwi.bvec", "not finite")
     assert _empty(tmp_path / "out")
+
+
+def test_bvals_in_ms_per_um2_are_refused(tmp_path, capsys):
+    dwi, bval, bvec = _dwi(tmp_path / "units")
+    bval.write_text("0 1 1 1 1 1 1 1\n")
+    code, err = _run(["microstructure", "fit", dwi, "--bval", bval, "--bvec", bvec, "--out", tmp_path / "out"],
+                     capsys)
+    _one_line(code, err, "dwi.bval", "give them in s/mm^2 (e.g. 1000), not ms/um^2")
+    assert _empty(tmp_path / "out")
+
+
+def test_batch_subject_whose_input_lies_in_its_own_output_folder(tmp_path, capsys):
+    """The guard holds per subject inside a batch too: that subject fails, its mask intact, the others go on."""
+    mag, phase = _gre(tmp_path / "in")
+    out = tmp_path / "out"
+    mask = _mask(out / "s2" / "mask.nii.gz")
+    before = mask.read_bytes()
+    table = _table(tmp_path / "subjects.tsv", [["s1", str(mag), str(phase), "0.005 0.01", "3", ""],
+                                                ["s2", str(mag), str(phase), "0.005 0.01", "3", str(mask)]],
+                   header=("subject", "mag", "phase", "te", "b0", "mask"))
+    code = main(["batch", "qsm", str(table), "--out", str(out), "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "s2 failed" in err and "would replace an input of this run" in err
+    assert mask.read_bytes() == before and sorted(p.name for p in (out / "s2").iterdir()) == ["mask.nii.gz"]
+    assert (out / "s1" / "chi.nii.gz").exists()
 
 
 def test_phantom_grid_too_large_for_memory(tmp_path, capsys):

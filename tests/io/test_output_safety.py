@@ -49,6 +49,30 @@ def test_a_folder_is_not_a_file_target(tmp_path):
     assert list((tmp_path / "scores").iterdir()) == []
 
 
+def test_full_disk_is_one_output_error(tmp_path, monkeypatch):
+    import errno
+
+    import nibabel
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nibabel, "save", full)
+    like = from_array(np.ones((4, 4, 4)))
+    with pytest.raises(OutputError, match="a.nii.gz: cannot be written .No space left on device."):
+        with OutputStage(tmp_path / "out") as stage:
+            save(like, stage.path("a.nii.gz"), like=like)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_folder_in_the_way_of_an_output(tmp_path):
+    (tmp_path / "chi.nii.gz").mkdir()
+    with pytest.raises(OutputError, match="is a folder; an output file of this name cannot replace it"):
+        with OutputStage(tmp_path) as stage:
+            stage.path("chi.nii.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chi.nii.gz"]
+
+
 def test_empty_output_path_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for empty in ("", "  "):

@@ -76,10 +76,17 @@ def _on_sigterm(signum, frame) -> NoReturn:
     raise Terminated()
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings as one ``mrinets: warning:`` line, without the source line under it."""
+    text = str(message).strip().splitlines()
+    log.warning("warning: %s", text[0] if text else category.__name__)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     import signal
     import threading
+    import warnings
 
     from mrinets.io import guard_inputs
 
@@ -90,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(quiet=args.quiet, debug=args.debug)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    show_warning, warnings.showwarning = warnings.showwarning, (warnings.showwarning if args.debug else _show_warning)
     try:
         with guard_inputs():
             status = args.func(args)
@@ -105,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("mrinets: interrupted\n")
         return 130
     finally:
+        warnings.showwarning = show_warning
         if in_main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return int(status or 0)

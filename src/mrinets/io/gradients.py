@@ -22,6 +22,8 @@ def _read_table(path: Path) -> np.ndarray:
         raise UnreadableFileError(path, "is a folder, not a table of numbers")
     note_input(path)
     try:
+        if not path.read_bytes().strip():
+            raise UnreadableFileError(path, "is empty")
         return np.atleast_1d(np.loadtxt(path, dtype=np.float64))
     except (OSError, ValueError) as exc:
         raise UnreadableFileError(path, f"not a table of numbers ({str(exc).splitlines()[0]})") from None
@@ -69,6 +71,9 @@ def read_bvals_bvecs(
         raise DimensionError(bvec, f"has {vecs.shape[0]} b-vectors but {bval.name} has {bvals.size} b-values")
     if n_volumes is not None and bvals.size != n_volumes:
         raise DimensionError(bval, f"has {bvals.size} b-values but the image has {n_volumes} volumes")
+    if 0 < bvals.max() <= 10:
+        raise ArgumentError(bval, f"b-values reach only {bvals.max():g}: give them in s/mm^2 (e.g. 1000), not "
+                                  "ms/um^2")
     weighted = bvals > B0_THRESHOLD
     norms = np.linalg.norm(vecs, axis=1)
     bad = weighted & (np.abs(norms - 1) > unit_tol)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import json
 import logging
 import os
@@ -42,6 +43,8 @@ STAGE_PREFIX = ".mrinets-stage-"
 _TMP_TAG = ".mrinets-tmp-"
 _OWNER = f"{os.getpid()}@{socket.gethostname()}"
 _STARTED = time.time()
+# Errors of the place written to, not of the program: reported in one line, like any output problem.
+_FULL_OR_LOCKED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
 _INPUTS: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("mrinets_inputs", default=None)
 
 
@@ -210,6 +213,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _chmod_as_umask(tmp)
         yield tmp
         os.replace(tmp, final)
+    except OSError as exc:
+        if exc.errno not in _FULL_OR_LOCKED:
+            raise
+        raise OutputError(final, f"cannot be written ({exc.strerror or exc})") from None
     finally:
         tmp.unlink(missing_ok=True)
 

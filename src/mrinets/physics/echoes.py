@@ -21,6 +21,7 @@ from mrinets.physics.dipole import _as_direction, _as_voxel_size, b0_direction_i
 __all__ = [
     "B0_RANGE",
     "GAMMA",
+    "MIN_ECHO_TIME",
     "GreAcquisition",
     "EchoFit",
     "phase_to_hz",
@@ -33,6 +34,9 @@ __all__ = [
 
 GAMMA = 2.0 * math.pi * 42.577478518e6
 """Proton gyromagnetic ratio in rad/s/T (CODATA 2018)."""
+
+MIN_ECHO_TIME = 1e-5
+"""Shortest echo time, and echo spacing, in seconds taken as real (ultrashort-TE scans reach about 10 us)."""
 
 B0_RANGE = (0.05, 21.0)
 """Field strengths in tesla accepted as a scan's B0: from ultra-low-field (64 mT) to the strongest human/animal MR."""
@@ -54,6 +58,8 @@ def _echo_times(echo_times: ArrayLike) -> np.ndarray:
     values, counts = np.unique(te, return_counts=True)
     if np.any(counts > 1):
         raise ValueError(f"echo_times must differ ({values[counts > 1][0]:g} s is given twice)")
+    if values[0] < MIN_ECHO_TIME or np.any(np.diff(values) < MIN_ECHO_TIME):
+        raise ValueError(f"echo_times and their spacing must be at least {MIN_ECHO_TIME:g} s, got {echo_times!r}")
     return te
 
 

@@ -28,7 +28,7 @@ from mrinets.io import Image, OutputStage, check_same_grid, load, load_labels, l
 from mrinets.io.tables import read_tsv
 from mrinets.metrics.qsm import qsm_scores, roi_means
 from mrinets.physics.background import check_max_radius, default_vsharp_radii, vsharp
-from mrinets.physics.echoes import B0_RANGE, GreAcquisition, detect_phase_units, fit_echoes, hz_to_ppm
+from mrinets.physics.echoes import B0_RANGE, MIN_ECHO_TIME, GreAcquisition, detect_phase_units, fit_echoes, hz_to_ppm
 from mrinets.physics.inversion import QsmReconstructor
 from mrinets.physics.unwrap import unwrap_laplacian, wrap
 from mrinets.preprocess.mask import gre_brain_mask, largest_component
@@ -117,6 +117,10 @@ class QsmConfig:
         repeated = sorted({te for te in self.echo_times if self.echo_times.count(te) > 1})
         if repeated:
             raise ArgumentError("--te", f"echo times must differ ({repeated[0]:g} s is given twice)")
+        ordered = sorted(self.echo_times)
+        if ordered[0] < MIN_ECHO_TIME or any(b - a < MIN_ECHO_TIME for a, b in zip(ordered, ordered[1:])):
+            raise ArgumentError("--te", f"echo times and their spacing must be at least {MIN_ECHO_TIME:g} s, got "
+                                        f"{' '.join(f'{t:g}' for t in self.echo_times)}")
         if not math.isfinite(self.b0) or self.b0 <= 0:
             raise ArgumentError("--b0", f"field strength must be positive tesla, got {self.b0:g}")
         if not B0_RANGE[0] <= self.b0 <= B0_RANGE[1]:
