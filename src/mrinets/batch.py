@@ -186,6 +186,13 @@ def run_tasks(
     return [results[t.name] for t in tasks]
 
 
+def _quiet_dask(level: int) -> None:
+    """Set every ``distributed`` logger (Dask sets its children's levels itself) to ``level``."""
+    for name in list(logging.root.manager.loggerDict):
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(level)
+
+
 def _run_dask(tasks: list[Task], *, workers: int, scheduler: str | None):
     try:
         from dask.distributed import Client, LocalCluster, as_completed
@@ -193,22 +200,32 @@ def _run_dask(tasks: list[Task], *, workers: int, scheduler: str | None):
         raise ArgumentError("--workers", "Dask is not installed: pip install 'mrinets[batch]', or use --workers 0") from None
     if scheduler is None and workers < 1:
         raise ArgumentError("--workers", f"must be 0 (no Dask) or more, got {workers}")
+    debug = log.getEffectiveLevel() <= logging.DEBUG
+    if not debug:
+        _quiet_dask(logging.WARNING)  # each worker's start and end; mrinets reports the subjects
     if scheduler:
         _probe_scheduler(scheduler)
-        try:
-            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
-        except (OSError, ValueError) as exc:
-            raise ArgumentError("--scheduler", f"cannot connect to {scheduler} ({_first_line(exc)})") from None
-        cluster = None
-    else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
+    cluster = client = None
     try:
+        if scheduler:
+            try:
+                client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+            except (OSError, ValueError) as exc:
+                raise ArgumentError("--scheduler", f"cannot connect to {scheduler} ({_first_line(exc)})") from None
+        else:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            client = Client(cluster)
         futures = [client.submit(_execute, task, key=f"mrinets-{task.name}", pure=False) for task in tasks]
         for future in as_completed(futures):
             yield future.result()
+    except BaseException:
+        if not debug:
+            # Interrupted (SIGINT, SIGTERM): the workers die with the job; their teardown is not news to the user.
+            _quiet_dask(logging.CRITICAL + 1)
+        raise
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         if cluster is not None:
             cluster.close()
 

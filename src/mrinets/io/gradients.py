@@ -63,10 +63,6 @@ def read_bvals_bvecs(
     vecs = vecs.T if vecs.shape[0] == 3 else vecs
     if not np.all(np.isfinite(bvals)) or np.any(bvals < 0):
         raise ArgumentError(bval, "b-values must be finite and non-negative")
-    bad_rows = ~np.all(np.isfinite(vecs), axis=1)
-    if np.any(bad_rows):
-        i = int(np.flatnonzero(bad_rows)[0])
-        raise ArgumentError(bvec, f"b-vector {i} is not finite ({int(bad_rows.sum())} such vectors)")
     if vecs.shape[0] != bvals.size:
         raise DimensionError(bvec, f"has {vecs.shape[0]} b-vectors but {bval.name} has {bvals.size} b-values")
     if n_volumes is not None and bvals.size != n_volumes:
@@ -75,6 +71,12 @@ def read_bvals_bvecs(
         raise ArgumentError(bval, f"b-values reach only {bvals.max():g}: give them in s/mm^2 (e.g. 1000), not "
                                   "ms/um^2")
     weighted = bvals > B0_THRESHOLD
+    # Converters write NaN as the direction of b=0 volumes (DIPY's small_64D does); only weighted ones need one.
+    bad_rows = weighted & ~np.all(np.isfinite(vecs), axis=1)
+    if np.any(bad_rows):
+        i = int(np.flatnonzero(bad_rows)[0])
+        raise ArgumentError(bvec, f"b-vector {i} is not finite ({int(bad_rows.sum())} such vectors)")
+    vecs = np.where(weighted[:, None], vecs, 0.0)
     norms = np.linalg.norm(vecs, axis=1)
     bad = weighted & (np.abs(norms - 1) > unit_tol)
     if np.any(bad):

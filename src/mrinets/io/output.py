@@ -87,7 +87,8 @@ def guard_inputs() -> Iterator[None]:
     The command line runs every command inside one, and each batch task in its
     own, so a library user who saves over a file on purpose is not stopped.
     """
-    token = _INPUTS.set(set())
+    outer = _INPUTS.get()
+    token = _INPUTS.set(set(outer) if outer else set())  # a batch task also keeps the run's own inputs
     try:
         yield
     finally:
@@ -110,8 +111,10 @@ def _check_not_input(final: Path) -> None:
 def _owner_is_gone(owner: str) -> bool:
     """Whether the process ``pid@host`` that made a stage or temporary file has ended."""
     pid_text, _, host = owner.partition("@")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False  # another machine's process (a shared file system): it may still be running
+    if host != socket.gethostname() or not pid_text.isdigit() or os.name == "nt":
+        # Another machine's process (a shared file system) may still be running; on Windows, os.kill(pid, 0)
+        # would stop the process instead of probing it.
+        return False
     try:
         os.kill(int(pid_text), 0)
     except ProcessLookupError:
