@@ -294,7 +294,15 @@ def _dwi(folder: Path, *, b0_zero=False, nan_bvec=False):
     return folder / "dwi.nii.gz", folder / "dwi.bval", folder / "dwi.bvec"
 
 
-def test_microstructure_mask_in_the_output_folder_is_not_replaced(tmp_path, capsys):
+def test_microstructure_mask_in_the_output_folder_is_not_replaced(tmp_path, capsys, monkeypatch):
+    from mrinets.pipelines import microstructure as ms
+
+    def quick_fit(image, scheme, mask=None):  # the fit itself is not under test, its outputs' paths are
+        brain = mask.data > 0
+        maps = {p: np.where(brain, 0.5, 0).astype(np.float32) for p in ms.PARAMETERS}
+        return ms.MicrostructureResult(maps, brain, image.with_data(maps["icvf"]), {"method": "fit"})
+
+    monkeypatch.setattr(ms, "fit_reference", quick_fit)
     dwi, bval, bvec = _dwi(tmp_path / "own")
     mask = tmp_path / "own" / "mask.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.uint8), np.eye(4) * [2, 2, 2, 1]), mask)

@@ -21,7 +21,8 @@ def add_scale_options(p: argparse.ArgumentParser) -> None:
                    help="local Dask worker processes (default 1); 0 runs subjects here without Dask")
     p.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786 (refused if it does "
                                         "not answer within 5 s)")
-    p.add_argument("--num-parts", type=positive_int, default=1, help="split the subjects into this many parts (SLURM arrays)")
+    p.add_argument("--num-parts", type=positive_int, default=1,
+                   help="split the subjects into this many parts (SLURM arrays)")
     p.add_argument("--part-id", type=nonnegative_int, default=0, help="which part this process runs (0-based)")
 
 

@@ -18,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     kinds = group.add_subparsers(dest="kind", metavar="KIND", required=True)
     for kind in PHANTOM_KINDS.values():
         p = kinds.add_parser(kind.name, help=kind.help, description=kind.help)
-        p.add_argument("--seed", type=nonnegative_int, required=True, help="random seed: the same seed gives the same subject")
+        p.add_argument("--seed", type=nonnegative_int, required=True,
+                       help="random seed: the same seed gives the same subject")
         p.add_argument("--out", required=True, help="output folder")
         for opt in kind.options:
             if opt.type is bool:

@@ -30,7 +30,8 @@ from mrinets.errors import (
 )
 from mrinets.io.output import atomic_path, note_input
 
-__all__ = ["Image", "check_same_grid", "load", "load_labels", "load_mask", "load_stack", "save", "from_array", "MAX_ABS_VALUE"]
+__all__ = ["Image", "MAX_ABS_VALUE", "check_same_grid", "from_array", "load", "load_labels", "load_mask", "load_stack",
+           "nifti_stem", "physical_memory_bytes", "save"]
 
 _RAS = ornt.axcodes2ornt(("R", "A", "S"))
 
@@ -87,13 +88,7 @@ class Image:
     @property
     def name(self) -> str:
         """File name without ``.nii``/``.nii.gz``, used to name outputs."""
-        if self.path is None:
-            return "image"
-        stem = self.path.name
-        for suffix in (".nii.gz", ".nii"):
-            if stem.endswith(suffix):
-                return stem[: -len(suffix)]
-        return stem
+        return "image" if self.path is None else nifti_stem(self.path)
 
     def with_data(self, data: np.ndarray) -> Image:
         """A new image on the same grid (3D or 4D ``data``)."""
@@ -101,6 +96,15 @@ class Image:
         if data.shape[:3] != self.spatial_shape:
             raise ValueError(f"data of shape {data.shape} does not fit grid {self.spatial_shape}")
         return Image(data=data, affine=self.affine, path=self.path, source=self.source)
+
+
+def nifti_stem(path: str | os.PathLike) -> str:
+    """A file's name without ``.nii.gz`` or ``.nii``."""
+    stem = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
 
 
 def from_array(data: np.ndarray, affine: np.ndarray | None = None) -> Image:
@@ -297,8 +301,9 @@ def load_mask(path: str | os.PathLike, *, like: Image | None = None, threshold: 
         check_same_grid(like, image)
     inside = image.data > threshold
     if not inside.any():
-        raise EmptyImageError(path, f"mask has no voxel above {threshold:g} (values {float(image.data.min()) + 0.0:g} to "
-                                    f"{float(image.data.max()) + 0.0:g}); a mask holds 1 inside and 0 outside")
+        lo, hi = float(image.data.min()) + 0.0, float(image.data.max()) + 0.0  # + 0.0: no "-0"
+        raise EmptyImageError(path, f"mask has no voxel above {threshold:g} (values {lo:g} to {hi:g}); a mask holds 1 "
+                                    "inside and 0 outside")
     return inside
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from mrinets.errors import ArgumentError, DimensionError, EmptyImageError, InputError
 from mrinets.io import Image, OutputStage, check_same_grid, load, load_labels, load_mask, load_stack, save, write_json
+from mrinets.io.nifti import nifti_stem
 from mrinets.io.tables import read_tsv
 from mrinets.metrics.qsm import qsm_scores, roi_means
 from mrinets.physics.background import check_max_radius, default_vsharp_radii, vsharp
@@ -188,8 +189,7 @@ def read_labels(path: str | Path, *, like: Image) -> tuple[np.ndarray, dict[int,
     it labels are named by their number.
     """
     labels = load_labels(path, like=like)
-    stem = Image(labels, like.affine, path=Path(path)).name
-    tsv = Path(path).with_name(f"{stem}.tsv")
+    tsv = Path(path).with_name(f"{nifti_stem(path)}.tsv")
     names: dict[int, str] = {}
     if tsv.exists():
         for row in read_tsv(tsv, required=("index", "name")):
