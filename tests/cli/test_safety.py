@@ -268,6 +268,13 @@ def test_output_folder_reached_through_a_symlink(tmp_path, capsys):
                                                                      "mask.nii.gz"]
 
 
+def test_same_file_as_magnitude_and_phase(tmp_path, capsys):
+    _, phase = _gre(tmp_path / "in")
+    code, err = _run(_qsm(phase, phase, tmp_path / "out"), capsys)
+    _one_line(code, err, "gre_phase.nii.gz", "is given as both the magnitude and the phase")
+    assert _empty(tmp_path / "out")
+
+
 def test_outputs_beside_inputs_are_fine(tmp_path, capsys):
     mag, phase = _gre(tmp_path / "data")
     code, err = _run(_qsm(mag, phase, tmp_path / "data"), capsys)

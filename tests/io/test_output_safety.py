@@ -152,10 +152,13 @@ def test_stale_stages_are_cleaned_live_ones_kept(tmp_path):
         folder.mkdir()
         (folder / "chi.nii.gz").write_bytes(b"partial")
     stale_tmp.write_bytes(b"partial")
+    sibling = tmp_path / "sub-02"  # another subject's folder, written by a live run: never looked into
+    (sibling / _stage_name(_dead_pid())).mkdir(parents=True)
     with OutputStage(tmp_path) as stage:
         write_text(stage.path("a.txt"), "a")
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(["a.txt", live.name, other_host.name])
+    assert names == sorted(["a.txt", live.name, other_host.name, "sub-02"])
+    assert len(list(sibling.iterdir())) == 1
 
 
 def test_stage_names_carry_pid_and_host(tmp_path):

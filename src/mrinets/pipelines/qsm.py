@@ -351,6 +351,8 @@ def predict(
     """
     mag_img = _load_gre(magnitude)
     phase_img = _load_gre(phase)
+    if mag_img.path is not None and phase_img.path is not None and mag_img.path.resolve() == phase_img.path.resolve():
+        raise InputError(phase_img.path, "is given as both the magnitude and the phase")
     check_same_grid(mag_img, phase_img)
     n_echoes = phase_img.shape[3] if phase_img.data.ndim == 4 else 1
     if n_echoes != len(config.echo_times):
