@@ -92,7 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--first-step", help="a network from an earlier run on the same subjects and settings, "
                                         "used instead of training the first step: its wmh_t1_step1.pt, or its "
                                         "final wmh_t1.pt for a further step (labels fitted against it)")
-    t.add_argument("--channels", type=positive_int, nargs=4, default=[16, 32, 64, 128], metavar="C",
+    t.add_argument("--channels", type=int, nargs=4, default=[16, 32, 64, 128], metavar="C",
                    help="the U-Net's channels at each of its four levels (default 16 32 64 128)")
     t.add_argument("--epochs", type=positive_int, default=8)
     t.add_argument("--samples-per-subject", type=positive_int, default=48, help="patches per subject and epoch")
@@ -101,7 +101,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=nonnegative_int, default=0)
     t.add_argument("--test-phantoms", type=nonnegative_int, default=0,
                    help=f"held-out phantoms (seeds from {900_000}) scored after training")
-    t.add_argument("--workers", type=positive_int, default=1,
+    t.add_argument("--workers", type=int, default=1,
                    help="processes that simulate the phantoms (default 1); the weights do not depend on it")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_common(t)
