@@ -31,7 +31,7 @@ def test_phantom_head_command_is_reproducible(tmp_path):
 def test_phantom_bad_option_is_one_line(tmp_path, capsys):
     code = main(["phantom", "head", "--seed", "1", "--fast", "--contrasts", "dwi", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.count("\n") == 0 and "contrasts must be among" in err
+    assert code == 2 and err.count("\n") == 0 and "--contrasts: must be among" in err
     assert not any((tmp_path / "x").iterdir())
 
 

@@ -250,10 +250,14 @@ def test_bids_app_writes_noddi_derivatives(tmp_path, tiny_model, subjects, capsy
     names = {p.name for p in (out / "sub-01" / "ses-1" / "dwi").iterdir()}
     assert {"sub-01_ses-1_model-NODDI_param-ICVF_dwimap.nii.gz", "sub-01_ses-1_model-NODDI_param-ODI_dwimap.nii.gz",
             "sub-01_ses-1_model-NODDI_measures.json"} <= names
+    # A run missing its .bvec fails alone (summary row, exit 1), in one line naming the file.
     (dwi_dir / "sub-01_ses-1_dwi.bvec").unlink()
-    assert main(argv) == 2
+    capsys.readouterr()
+    argv[2] = str(tmp_path / "again")
+    assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "sub-01_ses-1_dwi.bvec" in err
+    assert "sub-01_ses-1_noddi\tfailed" in (tmp_path / "again" / "mrinets_summary_part0.tsv").read_text()
 
 
 @pytest.mark.parametrize("extra", [["--rehearsal", "0.3"], ["--init", "x.pt", "--rehearsal", "1.5"]])

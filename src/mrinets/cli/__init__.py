@@ -64,25 +64,58 @@ def _setup_logging(*, quiet: bool, debug: bool) -> None:
     logging.basicConfig(level=level, format="mrinets: %(message)s", stream=sys.stderr, force=True)
     if not debug:
         logging.getLogger("distributed").setLevel(logging.WARNING)
+        # nibabel logs the header fields it repairs on load; a file it cannot repair is refused in one line.
+        logging.getLogger("nibabel").setLevel(logging.CRITICAL)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM, ``timeout`` and ``kill`` send), raised like Ctrl-C so outputs are cleaned up."""
+
+
+def _on_sigterm(signum, frame) -> NoReturn:
+    raise Terminated()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings as one ``mrinets: warning:`` line, without the source line under it."""
+    text = str(message).strip().splitlines()
+    log.warning("warning: %s", text[0] if text else category.__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    import signal
+    import threading
+    import warnings
+
+    from mrinets.io import guard_inputs
+
     parser = build_parser()
     args = parser.parse_args(argv)
     args.quiet = getattr(args, "quiet", False)
     args.debug = getattr(args, "debug", False)
     _setup_logging(quiet=args.quiet, debug=args.debug)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    show_warning, warnings.showwarning = warnings.showwarning, (warnings.showwarning if args.debug else _show_warning)
     try:
-        status = args.func(args)
+        with guard_inputs():
+            status = args.func(args)
     except InputError as exc:
         if args.debug:
             raise
         sys.stderr.write(f"mrinets: error: {exc}\n")
         return EXIT_INPUT_ERROR
+    except Terminated:
+        sys.stderr.write("mrinets: terminated\n")
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         sys.stderr.write("mrinets: interrupted\n")
         return 130
+    finally:
+        warnings.showwarning = show_warning
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return int(status or 0)
 
 

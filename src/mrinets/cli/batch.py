@@ -8,7 +8,7 @@ import functools
 import sys
 from pathlib import Path
 
-from mrinets.cli.common import add_common
+from mrinets.cli.common import add_common, nonnegative_int, positive_int
 
 NAME = "batch"
 _COLUMNS = {"qsm": {"subject", "mag", "phase", "te", "b0"}, "wmh": {"subject", "t1"},
@@ -17,11 +17,13 @@ _COLUMNS = {"qsm": {"subject", "mag", "phase", "te", "b0"}, "wmh": {"subject", "
 
 def add_scale_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``batch`` and ``bids``: workers, cluster, sharding."""
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=nonnegative_int, default=1,
                    help="local Dask worker processes (default 1); 0 runs subjects here without Dask")
-    p.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
-    p.add_argument("--num-parts", type=int, default=1, help="split the subjects into this many parts (SLURM arrays)")
-    p.add_argument("--part-id", type=int, default=0, help="which part this process runs (0-based)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786 (refused if it does "
+                                        "not answer within 5 s)")
+    p.add_argument("--num-parts", type=positive_int, default=1,
+                   help="split the subjects into this many parts (SLURM arrays)")
+    p.add_argument("--part-id", type=nonnegative_int, default=0, help="which part this process runs (0-based)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,28 +56,49 @@ def _numbers(text: str, where: str) -> tuple[float, ...]:
         raise ArgumentError(where, f"not a list of numbers: {text!r}") from None
 
 
-def _read_table(path: Path, needed: set[str]) -> list[dict[str, str]]:
-    from mrinets.errors import InputError, UnreadableFileError
+def summary_name(part_id: int) -> str:
+    return f"mrinets_summary_part{part_id}.tsv"
 
-    if not path.exists():
-        raise UnreadableFileError(path, "file not found")
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-    if not rows or not needed <= set(rows[0]):
-        raise InputError(path, f"needs a header with columns {', '.join(sorted(needed))} and one row per subject")
-    names = [r["subject"] for r in rows]
-    if len(set(names)) != len(names):
-        raise InputError(path, "subject names must be unique")
+
+def _read_table(path: Path, needed: set[str], part_id: int):
+    """The table's rows, refused in one line before any work if its shape or a subject name is wrong."""
+    from mrinets.batch import check_subject_names
+    from mrinets.io.tables import read_tsv
+
+    columns = ["subject"] + sorted(needed - {"subject"})
+    rows = read_tsv(path, required=columns)
+    check_subject_names([(f"{path}:{row.line}", row["subject"]) for row in rows],
+                        reserved=[summary_name(part_id), "cohort_wmh.csv", "cohort_microstructure.tsv"])
     return rows
 
 
+_QSM_COLUMNS = {"--te": "te", "--b0": "b0", "--b0-dir": "b0_dir"}
+
+
+def _qsm_config(row, where: str, method: str):
+    """The row's QSM configuration; its problems name the row and the column."""
+    from mrinets.errors import ArgumentError, InputError
+    from mrinets.pipelines import qsm
+
+    te = _numbers(row["te"], f"{where}: te")
+    b0 = _numbers(row["b0"], f"{where}: b0")
+    if len(b0) != 1:
+        raise ArgumentError(f"{where}: b0", f"give one field strength in tesla, got {row['b0']!r}")
+    b0_dir = _numbers(row.get("b0_dir") or "0 0 1", f"{where}: b0_dir")
+    try:
+        return qsm.QsmConfig(echo_times=te, b0=b0[0], b0_dir=b0_dir, method=method)
+    except InputError as exc:
+        raise ArgumentError(f"{where}: {_QSM_COLUMNS.get(exc.where, exc.where)}", exc.problem) from None
+
+
 def _run(args: argparse.Namespace) -> int:
-    from mrinets.batch import Task, run_tasks, shard
+    from mrinets.batch import Task, refused_task, run_tasks, shard
+    from mrinets.errors import InputError
     from mrinets.io import ensure_outdir
     from mrinets.pipelines import qsm
 
     table = Path(args.subjects)
-    rows = _read_table(table, _COLUMNS[args.pipeline])
+    rows = _read_table(table, _COLUMNS[args.pipeline], args.part_id)
     out = ensure_outdir(args.out)
 
     def resolve(value: str | None) -> str | None:
@@ -86,18 +109,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.pipeline == "microstructure":
         return _run_microstructure(args, rows, resolve, Path(out))
     tasks = []
-    for i, row in enumerate(rows, start=2):
-        where = f"{table}:{i}"
-        b0_dir = _numbers(row.get("b0_dir") or "0 0 1", where)
-        config = qsm.QsmConfig(echo_times=_numbers(row["te"], where), b0=_numbers(row["b0"], where)[0],
-                               b0_dir=b0_dir, method=args.method)
+    for row in rows:
         outdir = Path(out) / row["subject"]
+        try:
+            config = _qsm_config(row, f"{table}:{row.line}", args.method)
+        except InputError as exc:  # this subject's numbers: reported in the summary, the others go on
+            tasks.append(refused_task(row["subject"], outdir, exc))
+            continue
         tasks.append(Task(name=row["subject"], outdir=outdir, run=functools.partial(
             qsm.predict_and_save, resolve(row["mag"]), resolve(row["phase"]), outdir, config=config,
             mask=resolve(row.get("mask")), labels=resolve(row.get("labels")))))
     selected = shard(tasks, num_parts=args.num_parts, part_id=args.part_id)
     results = run_tasks(selected, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
-    return report(results, Path(out) / f"mrinets_summary_part{args.part_id}.tsv", quiet=args.quiet)
+    return report(results, Path(out) / summary_name(args.part_id), quiet=args.quiet)
 
 
 def _run_wmh(args: argparse.Namespace, rows, resolve, out: Path) -> int:
@@ -110,7 +134,7 @@ def _run_wmh(args: argparse.Namespace, rows, resolve, out: Path) -> int:
         wmh.predict_and_save, resolve(row["t1"]), out / row["subject"], config=config)) for row in rows]
     selected = shard(tasks, num_parts=args.num_parts, part_id=args.part_id)
     results = run_tasks(selected, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
-    status = report(results, out / f"mrinets_summary_part{args.part_id}.tsv", quiet=args.quiet)
+    status = report(results, out / summary_name(args.part_id), quiet=args.quiet)
     measures = []
     for task in tasks:
         for path in sorted(task.outdir.glob("*_wmh.csv")):
@@ -134,7 +158,7 @@ def _run_microstructure(args: argparse.Namespace, rows, resolve, out: Path) -> i
         config=config, mask=resolve(row.get("mask")))) for row in rows]
     selected = shard(tasks, num_parts=args.num_parts, part_id=args.part_id)
     results = run_tasks(selected, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
-    status = report(results, out / f"mrinets_summary_part{args.part_id}.tsv", quiet=args.quiet)
+    status = report(results, out / summary_name(args.part_id), quiet=args.quiet)
     keys = ["brain_ml"] + [f"{p}_{s}" for p in ms.PARAMETERS for s in ("mean", "median")]
     lines = ["\t".join(["subject", *keys, "resampled"])]
     for task in tasks:

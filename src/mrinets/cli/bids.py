@@ -36,17 +36,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from mrinets import __version__
-    from mrinets.batch import Task, run_tasks, shard
+    from mrinets.batch import Task, refused_task, run_tasks, shard
+    from mrinets.cli.batch import summary_name
+    from mrinets.errors import InputError
     from mrinets.io import ensure_outdir
     from mrinets.io.bids import derivative_dir, find_dwi_runs, find_gre_runs, find_t1w_runs, write_dataset_description
+    from mrinets.io.output import refuse_inside_raw_bids
     from mrinets.pipelines import microstructure, qsm, wmh
 
-    out = ensure_outdir(args.output_dir)
+    refuse_inside_raw_bids(args.output_dir, args.bids_dir)
+    labels = args.participant_label
     tasks = []
+
+    def refused(suffix: str, datatype: str, marker: str):
+        """Runs whose files are incomplete become failed rows of the summary; the others go on."""
+        def add(problem) -> None:
+            outdir = derivative_dir(args.output_dir, problem.subject, problem.session, datatype)
+            tasks.append(refused_task(problem.prefix + suffix, outdir, problem.error, marker=marker))
+        return add
+
     if "qsm" in args.pipelines:
-        for run in find_gre_runs(args.bids_dir, participant_labels=args.participant_label):
-            config = qsm.QsmConfig(echo_times=run.echo_times, b0=run.b0, method=args.method)
-            outdir = derivative_dir(out, run.subject, run.session)
+        for run in find_gre_runs(args.bids_dir, participant_labels=labels,
+                                 on_error=refused("", "anat", ".mrinets-done")):
+            outdir = derivative_dir(args.output_dir, run.subject, run.session)
+            try:
+                config = qsm.QsmConfig(echo_times=run.echo_times, b0=run.b0, method=args.method)
+            except InputError as exc:
+                tasks.append(refused_task(run.prefix, outdir, InputError(run.magnitude[0], exc.problem)))
+                continue
             tasks.append(Task(
                 name=run.prefix,
                 outdir=outdir,
@@ -55,24 +72,24 @@ def _run(args: argparse.Namespace) -> int:
             ))
     if "wmh" in args.pipelines:
         config = wmh.WmhConfig(weights=args.weights, grow=False if args.no_grow else None)
-        for t1 in find_t1w_runs(args.bids_dir, participant_labels=args.participant_label):
-            outdir = derivative_dir(out, t1.subject, t1.session)
+        for t1 in find_t1w_runs(args.bids_dir, participant_labels=labels):
+            outdir = derivative_dir(args.output_dir, t1.subject, t1.session)
             tasks.append(Task(name=f"{t1.prefix}_wmh", outdir=outdir, marker=".mrinets-done-wmh", run=functools.partial(
                 wmh.predict_and_save, t1.path, outdir, config=config, names=wmh.bids_output_names(t1.prefix))))
     if "microstructure" in args.pipelines:
         config = microstructure.MicrostructureConfig(weights=args.noddi_weights)
-        for run in find_dwi_runs(args.bids_dir, participant_labels=args.participant_label):
-            outdir = derivative_dir(out, run.subject, run.session, "dwi")
+        for run in find_dwi_runs(args.bids_dir, participant_labels=labels,
+                                 on_error=refused("_noddi", "dwi", ".mrinets-done-noddi")):
+            outdir = derivative_dir(args.output_dir, run.subject, run.session, "dwi")
             tasks.append(Task(name=f"{run.prefix}_noddi", outdir=outdir, marker=".mrinets-done-noddi",
                               run=functools.partial(microstructure.predict_and_save, run.path, run.bval, run.bvec,
                                                     outdir, config=config,
                                                     names=microstructure.bids_output_names(run.prefix))))
     if not tasks:
-        from mrinets.errors import InputError
-
         raise InputError(args.bids_dir, "no input found for the chosen pipelines (qsm: *_echo-<n>_part-mag/phase_"
                                         "MEGRE.nii.gz; wmh: *_T1w.nii.gz; microstructure: *_dwi.nii.gz)")
-    write_dataset_description(out, pipeline="+".join(args.pipelines), version=__version__)
+    out = ensure_outdir(args.output_dir)
     selected = shard(tasks, num_parts=args.num_parts, part_id=args.part_id)
     results = run_tasks(selected, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
-    return report(results, Path(out) / f"mrinets_summary_part{args.part_id}.tsv", quiet=args.quiet)
+    write_dataset_description(out, pipeline="+".join(args.pipelines), version=__version__)
+    return report(results, Path(out) / summary_name(args.part_id), quiet=args.quiet)

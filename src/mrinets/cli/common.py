@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["add_common", "finite_float", "positive_float", "nonnegative_float", "share_float"]
+__all__ = ["add_common", "finite_float", "positive_float", "nonnegative_float", "share_float", "positive_int",
+           "nonnegative_int"]
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -46,4 +47,27 @@ def share_float(text: str) -> float:
     value = finite_float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {text}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """A whole number, 1 or more (epochs, batch sizes, counts of things to make)."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """A whole number, 0 or more (seeds, optional counts)."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value

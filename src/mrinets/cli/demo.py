@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from mrinets.cli.common import add_common
+from mrinets.cli.common import add_common, nonnegative_int
 
 NAME = "demo"
 log = logging.getLogger("mrinets")
@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "available pipeline on them, scores the results against the known truth and writes index.html.",
     )
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--seed", type=int, default=2026, help="seed of the demo subjects")
+    p.add_argument("--seed", type=nonnegative_int, default=2026, help="seed of the demo subjects")
     add_common(p)
     p.set_defaults(func=_run)
 

@@ -8,7 +8,8 @@ import json
 import shlex
 import sys
 
-from mrinets.cli.common import add_common, finite_float
+from mrinets.cli.common import (add_common, finite_float, nonnegative_float, nonnegative_int, positive_float,
+                                 positive_int)
 
 NAME = "microstructure"
 
@@ -46,10 +47,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     def training(p: argparse.ArgumentParser, lr_help: str = "learning rate (default 2e-3)") -> None:
         p.add_argument("--out", required=True, help="output folder")
-        p.add_argument("--epochs", type=int, default=30)
-        p.add_argument("--batch-size", type=int, default=256)
-        p.add_argument("--lr", type=finite_float, help=lr_help)
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--epochs", type=positive_int, default=30)
+        p.add_argument("--batch-size", type=positive_int, default=256)
+        p.add_argument("--lr", type=positive_float, help=lr_help)
+        p.add_argument("--seed", type=nonnegative_int, default=0)
         p.add_argument("--device", default="auto", help="auto, cpu or cuda")
         add_common(p)
 
@@ -58,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "voxels, fitted on their own scheme (targets) and interpolated in q-space onto the "
                         "network's scheme, then re-acquired with the target scans' noise (inputs). Writes "
                         "pretrained.pt.")
-    t.add_argument("--subjects", type=int, default=6, help="auxiliary phantoms")
+    t.add_argument("--subjects", type=positive_int, default=6, help="auxiliary phantoms")
     t.add_argument("--clean-inputs", action="store_true",
                    help="keep the interpolated signals as they are (no re-acquisition with the target noise)")
     training(t)
@@ -70,16 +71,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "microstructure_noddi.pt, its model card and a report; --test-subjects scores held-out "
                         "subjects against the truth, beside the reference fit of the same low-quality scans.")
     n.add_argument("--init", help="pretrained weights (omit to train from scratch)")
-    n.add_argument("--subjects", type=int, default=1, help="K target training phantoms")
-    n.add_argument("--test-subjects", type=int, default=0, help="held-out target phantoms to score")
-    n.add_argument("--anchor", type=finite_float, default=0.0,
+    n.add_argument("--subjects", type=positive_int, default=1, help="K target training phantoms")
+    n.add_argument("--test-subjects", type=nonnegative_int, default=0, help="held-out target phantoms to score")
+    n.add_argument("--anchor", type=nonnegative_float, default=0.0,
                    help="L2-SP strength: pull towards the --init weights instead of decaying towards zero (default 0)")
     n.add_argument("--rehearsal", type=finite_float, default=0.0,
                    help="share of every fine-tuning epoch drawn from the pretraining data (the --init card's "
                         "auxiliary subjects, simulated again), against forgetting their clean targets (default 0)")
-    n.add_argument("--rehearsal-subjects", type=int, default=2,
+    n.add_argument("--rehearsal-subjects", type=positive_int, default=2,
                    help="auxiliary subjects simulated again for --rehearsal (default 2, about 2 min each)")
-    n.add_argument("--hq-snr", type=finite_float,
+    n.add_argument("--hq-snr", type=positive_float,
                    help="the target subjects' full scans (the training targets) as a separate acquisition at this "
                         "SNR, e.g. a longer research protocol (default: the low-quality scan is a subset of the "
                         "full scan, both SNR 20)")

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from mrinets.cli.common import add_common, finite_float
+from mrinets.cli.common import add_common, finite_float, positive_float, positive_int
 from mrinets.pipelines import qsm
 
 NAME = "qsm"
@@ -34,10 +34,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", help="brain mask NIfTI on the same grid (default: computed from magnitude)")
     p.add_argument("--labels", help="label map (e.g. nuclei) for mean chi per region; names from <labels>.tsv")
     p.add_argument("--method", choices=qsm.METHODS, default="tkd", help="dipole inversion (default tkd)")
-    p.add_argument("--vsharp-radius", type=finite_float, default=12.0, help="largest V-SHARP radius, mm")
+    p.add_argument("--vsharp-radius", type=positive_float, default=12.0, help="largest V-SHARP radius, mm")
     p.add_argument("--tkd-threshold", type=finite_float, default=0.19)
-    p.add_argument("--tv-lambda", type=finite_float, default=1e-3)
-    p.add_argument("--tv-iter", type=int, default=100)
+    p.add_argument("--tv-lambda", type=positive_float, default=1e-3)
+    p.add_argument("--tv-iter", type=positive_int, default=100)
     p.add_argument("--no-qc", action="store_true", help="skip the QC picture")
     p.add_argument("--out", required=True, help="output folder")
     add_common(p)

@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from mrinets.cli.common import add_common, finite_float, nonnegative_float, positive_float, share_float
+from mrinets.cli.common import (add_common, finite_float, nonnegative_float, nonnegative_int, positive_float,
+                                 positive_int, share_float)
 
 NAME = "wmh"
 CARD_BASELINE_K = 3.0
@@ -58,8 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "model, drop the labels that still disagree, retrain. Writes wmh_t1.pt (and the first step's "
         "wmh_t1_step1.pt), its model card and a JSON report; with --test-phantoms the card holds held-out scores.")
     t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--phantoms", type=int, default=0, help="number of training phantoms")
-    t.add_argument("--seed-start", type=int, default=1000, help="first phantom seed")
+    t.add_argument("--phantoms", type=nonnegative_int, default=0, help="number of training phantoms")
+    t.add_argument("--seed-start", type=nonnegative_int, default=1000, help="first phantom seed")
     t.add_argument("--pairs", help="TSV with columns t1 and flair_label (paths), one training subject per row")
     t.add_argument("--loss", choices=("super-resolution", "naive"), default="super-resolution")
     t.add_argument("--one-step", action="store_true", help="skip the second step of the procedure")
@@ -93,12 +94,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                         "final wmh_t1.pt for a further step (labels fitted against it)")
     t.add_argument("--channels", type=int, nargs=4, default=[16, 32, 64, 128], metavar="C",
                    help="the U-Net's channels at each of its four levels (default 16 32 64 128)")
-    t.add_argument("--epochs", type=int, default=8)
-    t.add_argument("--samples-per-subject", type=int, default=48, help="patches per subject and epoch")
-    t.add_argument("--batch-size", type=int, default=4)
-    t.add_argument("--lr", type=finite_float, default=3e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--test-phantoms", type=int, default=0,
+    t.add_argument("--epochs", type=positive_int, default=8)
+    t.add_argument("--samples-per-subject", type=positive_int, default=48, help="patches per subject and epoch")
+    t.add_argument("--batch-size", type=positive_int, default=4)
+    t.add_argument("--lr", type=positive_float, default=3e-3)
+    t.add_argument("--seed", type=nonnegative_int, default=0)
+    t.add_argument("--test-phantoms", type=nonnegative_int, default=0,
                    help=f"held-out phantoms (seeds from {900_000}) scored after training")
     t.add_argument("--workers", type=int, default=1,
                    help="processes that simulate the phantoms (default 1); the weights do not depend on it")
@@ -148,19 +149,10 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _read_pairs(path: str) -> list[tuple[str, str]]:
-    import csv
+    from mrinets.io.tables import read_tsv
 
-    from mrinets.errors import ArgumentError
-
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
-    except OSError as exc:
-        raise ArgumentError("--pairs", f"{path}: {exc.strerror}") from None
-    if not rows or not {"t1", "flair_label"} <= set(rows[0]):
-        raise ArgumentError("--pairs", f"{path} needs a header with columns t1 and flair_label, tab-separated")
     base = Path(path).parent
-    return [(str(base / r["t1"]), str(base / r["flair_label"])) for r in rows]
+    return [(str(base / r["t1"]), str(base / r["flair_label"])) for r in read_tsv(path, required=("t1", "flair_label"))]
 
 
 def _train(args: argparse.Namespace) -> int:

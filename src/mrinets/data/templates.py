@@ -27,9 +27,11 @@ from scipy import ndimage
 from mrinets.io import Image, load
 from mrinets.io.gradients import read_bvals_bvecs
 
-__all__ = ["MniTemplate", "load_mni", "dipy_file", "load_dipy_dwi", "load_dipy_scheme", "DIPY_SCHEMES"]
+__all__ = ["MniTemplate", "MNI_SHAPE", "load_mni", "dipy_file", "load_dipy_dwi", "load_dipy_scheme", "DIPY_SCHEMES"]
 
 _MNI = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
+MNI_SHAPE = (197, 233, 189)
+"""Voxels of the MNI152 2009a grid (1 mm): phantoms size their memory from it before loading it."""
 DIPY_SCHEMES = ("gtab_isbi2013_2shell", "gtab_3shell")
 
 

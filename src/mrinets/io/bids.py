@@ -10,13 +10,34 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mrinets.errors import InputError, UnreadableFileError
+from mrinets.io.output import note_input
 
-__all__ = ["GreRun", "T1wRun", "DwiRun", "find_gre_runs", "find_t1w_runs", "find_dwi_runs", "derivative_dir", "write_dataset_description"]
+__all__ = ["GreRun", "T1wRun", "DwiRun", "RunError", "find_gre_runs", "find_t1w_runs", "find_dwi_runs",
+           "derivative_dir", "write_dataset_description"]
+
+
+@dataclass(frozen=True)
+class RunError:
+    """A run whose files or sidecars are incomplete: reported for it alone, the other runs go on."""
+
+    subject: str
+    session: str | None
+    prefix: str
+    error: InputError
+
+
+OnError = Callable[[RunError], None] | None
+
+
+def _report(on_error: OnError, subject: str, prefix: str, error: InputError) -> None:
+    if on_error is None:
+        raise error
+    on_error(RunError(subject, _session(prefix), prefix, error))
 
 _MEGRE = re.compile(r"^(?P<prefix>sub-[^_]+(?:_ses-[^_]+)?(?:_[a-z]+-[^_]+)*?)_echo-(?P<echo>\d+)"
                     r"(?P<between>(?:_[a-z]+-[^_]+)*?)_part-(?P<part>mag|phase)(?P<after>(?:_[a-z]+-[^_]+)*)"
@@ -41,6 +62,7 @@ def _sidecar(path: Path) -> dict:
     side = path.with_name(name + ".json")
     if not side.exists():
         raise UnreadableFileError(side, "JSON sidecar not found (EchoTime and MagneticFieldStrength are needed)")
+    note_input(side)
     try:
         return json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -48,7 +70,7 @@ def _sidecar(path: Path) -> dict:
 
 
 def _number(meta: dict, key: str, path: Path) -> float:
-    value = meta.get(key)
+    value = meta.get(key) if isinstance(meta, dict) else None
     if not isinstance(value, (int, float)) or value <= 0:
         raise InputError(path, f"sidecar has no positive {key} (got {value!r})")
     return float(value)
@@ -71,11 +93,13 @@ def _session(prefix: str) -> str | None:
 
 
 def _subjects(root: Path, participant_labels: Sequence[str] | None) -> list[str]:
-    if not (root / "dataset_description.json").exists():
+    if not root.is_dir():
+        raise UnreadableFileError(root, "not a folder" if root.exists() else "folder not found")
+    if not (root / "dataset_description.json").is_file():
         raise InputError(root, "not a BIDS dataset (no dataset_description.json)")
     subjects = sorted(p.name for p in root.glob("sub-*") if p.is_dir())
     if participant_labels:
-        wanted = [lab if lab.startswith("sub-") else f"sub-{lab}" for lab in participant_labels]
+        wanted = list(dict.fromkeys(lab if lab.startswith("sub-") else f"sub-{lab}" for lab in participant_labels))
         missing = sorted(set(wanted) - set(subjects))
         if missing:
             raise InputError(root, f"participant(s) not in the dataset: {', '.join(missing)}")
@@ -111,22 +135,28 @@ class DwiRun:
     bvec: Path
 
 
-def find_dwi_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | None = None) -> list[DwiRun]:
-    """Every ``dwi/*_dwi.nii[.gz]`` with its ``.bval`` and ``.bvec`` beside it, in name order."""
+def find_dwi_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | None = None,
+                  on_error: OnError = None) -> list[DwiRun]:
+    """Every ``dwi/*_dwi.nii[.gz]`` with its ``.bval`` and ``.bvec`` beside it, in name order.
+
+    A run missing one of them raises, or with ``on_error`` is passed to it as a :class:`RunError` and left out.
+    """
     runs = []
     for subject, path in _files(Path(bids_dir), participant_labels, "**/dwi/*_dwi.nii*"):
         stem = re.sub(r"\.nii(\.gz)?$", "", path.name)
         bval, bvec = path.with_name(f"{stem}.bval"), path.with_name(f"{stem}.bvec")
-        for table in (bval, bvec):
-            if not table.exists():
-                raise InputError(path, f"has no {table.name} beside it")
         prefix = stem[: -len("_dwi")]
+        absent = [table.name for table in (bval, bvec) if not table.exists()]
+        if absent:
+            _report(on_error, subject, prefix, InputError(path, f"has no {' or '.join(absent)} beside it"))
+            continue
         runs.append(DwiRun(subject=subject, session=_session(prefix), prefix=prefix, path=path, bval=bval,
                            bvec=bvec))
     return runs
 
 
-def find_gre_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | None = None) -> list[GreRun]:
+def find_gre_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | None = None,
+                  on_error: OnError = None) -> list[GreRun]:
     """All multi-echo GRE runs with magnitude and phase, per subject and session.
 
     Parameters
@@ -135,12 +165,15 @@ def find_gre_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | N
         Root of the BIDS dataset.
     participant_labels : sequence of str, optional
         Labels with or without ``sub-``; default every subject.
+    on_error : callable, optional
+        Called with a :class:`RunError` for each run that lacks a part, an echo
+        or its sidecar values, which is then left out; default: raise.
 
     Raises
     ------
     InputError
-        When the folder is not a BIDS dataset, a label is absent, or a run lacks
-        a part, an echo or its sidecar values.
+        When the folder is not a BIDS dataset, a label is absent, or (without
+        ``on_error``) a run is incomplete.
     """
     root = Path(bids_dir)
     subjects = _subjects(root, participant_labels)
@@ -154,12 +187,18 @@ def find_gre_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | N
                 groups[key][match["part"]][int(match["echo"])] = path
         for prefix, parts in sorted(groups.items()):
             if sorted(parts["mag"]) != sorted(parts["phase"]):
-                raise InputError(root / subject, f"{prefix}: magnitude echoes {sorted(parts['mag'])} do not match "
-                                                 f"phase echoes {sorted(parts['phase'])}")
+                _report(on_error, subject, prefix, InputError(
+                    root / subject, f"{prefix}: magnitude echoes {sorted(parts['mag'])} do not match phase echoes "
+                                    f"{sorted(parts['phase'])}"))
+                continue
             echoes = sorted(parts["mag"])
-            metas = [_sidecar(parts["mag"][e]) for e in echoes]
-            tes = [_number(m, "EchoTime", parts["mag"][e]) for m, e in zip(metas, echoes)]
-            b0 = _number(metas[0], "MagneticFieldStrength", parts["mag"][echoes[0]])
+            try:
+                metas = [_sidecar(parts["mag"][e]) for e in echoes]
+                tes = [_number(m, "EchoTime", parts["mag"][e]) for m, e in zip(metas, echoes)]
+                b0 = _number(metas[0], "MagneticFieldStrength", parts["mag"][echoes[0]])
+            except InputError as exc:
+                _report(on_error, subject, prefix, exc)
+                continue
             order = sorted(range(len(echoes)), key=lambda i: tes[i])
             runs.append(GreRun(
                 subject=subject,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mrinets.errors import ArgumentError, DimensionError, UnreadableFileError
+from mrinets.io.output import note_input
 
 __all__ = ["read_bvals_bvecs", "fsl_to_array_frame", "array_frame_to_fsl"]
 
@@ -17,7 +18,12 @@ B0_THRESHOLD = 50.0  # s/mm^2: volumes at or below count as b=0, as in DIPY and 
 def _read_table(path: Path) -> np.ndarray:
     if not path.exists():
         raise UnreadableFileError(path, "file not found")
+    if path.is_dir():
+        raise UnreadableFileError(path, "is a folder, not a table of numbers")
+    note_input(path)
     try:
+        if not path.read_bytes().strip():
+            raise UnreadableFileError(path, "is empty")
         return np.atleast_1d(np.loadtxt(path, dtype=np.float64))
     except (OSError, ValueError) as exc:
         raise UnreadableFileError(path, f"not a table of numbers ({str(exc).splitlines()[0]})") from None
@@ -61,7 +67,16 @@ def read_bvals_bvecs(
         raise DimensionError(bvec, f"has {vecs.shape[0]} b-vectors but {bval.name} has {bvals.size} b-values")
     if n_volumes is not None and bvals.size != n_volumes:
         raise DimensionError(bval, f"has {bvals.size} b-values but the image has {n_volumes} volumes")
+    if 0 < bvals.max() <= 10:
+        raise ArgumentError(bval, f"b-values reach only {bvals.max():g}: give them in s/mm^2 (e.g. 1000), not "
+                                  "ms/um^2")
     weighted = bvals > B0_THRESHOLD
+    # Converters write NaN as the direction of b=0 volumes (DIPY's small_64D does); only weighted ones need one.
+    bad_rows = weighted & ~np.all(np.isfinite(vecs), axis=1)
+    if np.any(bad_rows):
+        i = int(np.flatnonzero(bad_rows)[0])
+        raise ArgumentError(bvec, f"b-vector {i} is not finite ({int(bad_rows.sum())} such vectors)")
+    vecs = np.where(weighted[:, None], vecs, 0.0)
     norms = np.linalg.norm(vecs, axis=1)
     bad = weighted & (np.abs(norms - 1) > unit_tol)
     if np.any(bad):

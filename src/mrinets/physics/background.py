@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 
 from mrinets.physics.dipole import _as_mask, _as_volume, _as_voxel_size, _embed, _fft_shape
 
-__all__ = ["sharp", "vsharp", "default_vsharp_radii"]
+__all__ = ["sharp", "vsharp", "default_vsharp_radii", "check_max_radius"]
 
 # Largest SMV radius of V-SHARP (mm): the radius that Wu et al. and common
 # pipelines start from; background fields are flat enough at that scale.
@@ -39,6 +39,26 @@ def default_vsharp_radii(
     step = max(_as_voxel_size(voxel_size))
     count = max(int(math.floor(max_radius_mm / step + 1e-6)), 1)
     return tuple(float(max_radius_mm - i * step) for i in range(count))
+
+
+def check_max_radius(max_radius_mm: float, voxel_size: ArrayLike, shape: Sequence[int]) -> float:
+    """Check the largest V-SHARP radius against the grid: at least one voxel, at most the field of view.
+
+    Raises
+    ------
+    ValueError
+        Naming the radius and the bound it breaks.
+    """
+    voxel_size = _as_voxel_size(voxel_size)
+    radius = float(max_radius_mm)
+    if not math.isfinite(radius) or radius < min(voxel_size):
+        raise ValueError(f"the largest radius must be at least the smallest voxel edge ({min(voxel_size):g} mm), "
+                         f"got {radius:g} mm")
+    extent = max(n * h for n, h in zip(shape, voxel_size))
+    if radius > extent:
+        raise ValueError(f"a sphere of radius {radius:g} mm is larger than the field of view ({extent:g} mm across "
+                         "at most)")
+    return radius
 
 
 def _ball_spectrum(

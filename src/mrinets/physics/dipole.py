@@ -38,10 +38,11 @@ def _as_direction(direction: ArrayLike, name: str) -> np.ndarray:
     vec = np.asarray(direction, dtype=np.float64).reshape(-1)
     if vec.shape != (3,) or not np.all(np.isfinite(vec)):
         raise ValueError(f"{name} must be a 3-vector, got {direction!r}")
-    norm = float(np.linalg.norm(vec))
-    if norm < 1e-12:
+    largest = float(np.abs(vec).max())
+    if largest < 1e-12:
         raise ValueError(f"{name} must be a non-zero 3-vector, got {direction!r}")
-    return vec / norm
+    vec = vec / largest  # so that the norm of huge components does not overflow
+    return vec / np.linalg.norm(vec)
 
 
 def _as_volume(array: ArrayLike, name: str) -> np.ndarray:

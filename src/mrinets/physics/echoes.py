@@ -19,7 +19,9 @@ from numpy.typing import ArrayLike
 from mrinets.physics.dipole import _as_direction, _as_voxel_size, b0_direction_in_voxels
 
 __all__ = [
+    "B0_RANGE",
     "GAMMA",
+    "MIN_ECHO_TIME",
     "GreAcquisition",
     "EchoFit",
     "phase_to_hz",
@@ -32,6 +34,12 @@ __all__ = [
 
 GAMMA = 2.0 * math.pi * 42.577478518e6
 """Proton gyromagnetic ratio in rad/s/T (CODATA 2018)."""
+
+MIN_ECHO_TIME = 1e-5
+"""Shortest echo time, and echo spacing, in seconds taken as real (ultrashort-TE scans reach about 10 us)."""
+
+B0_RANGE = (0.05, 21.0)
+"""Field strengths in tesla accepted as a scan's B0: from ultra-low-field (64 mT) to the strongest human/animal MR."""
 
 
 def _positive(value: float, name: str) -> float:
@@ -47,7 +55,19 @@ def _echo_times(echo_times: ArrayLike) -> np.ndarray:
         raise ValueError(f"echo_times must be one or more positive times in seconds, got {echo_times!r}")
     if te.max() > 1.0:
         raise ValueError(f"echo_times must be in seconds (all below 1 s), got {echo_times!r}")
+    values, counts = np.unique(te, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(f"echo_times must differ ({values[counts > 1][0]:g} s is given twice)")
+    if values[0] < MIN_ECHO_TIME or np.any(np.diff(values) < MIN_ECHO_TIME):
+        raise ValueError(f"echo_times and their spacing must be at least {MIN_ECHO_TIME:g} s, got {echo_times!r}")
     return te
+
+
+def _field_strength(b0: float) -> float:
+    b0 = _positive(b0, "b0")
+    if not B0_RANGE[0] <= b0 <= B0_RANGE[1]:
+        raise ValueError(f"b0 must lie between {B0_RANGE[0]:g} and {B0_RANGE[1]:g} T, got {b0:g}")
+    return b0
 
 
 @dataclass(frozen=True)
@@ -69,8 +89,8 @@ class GreAcquisition:
     Raises
     ------
     ValueError
-        Naming the argument: non-positive or non-second echo times, B0 <= 0,
-        zero direction, non-positive voxel size.
+        Naming the argument: non-positive, non-second or repeated echo times,
+        B0 outside :data:`B0_RANGE`, zero direction, non-positive voxel size.
     """
 
     echo_times: tuple[float, ...]
@@ -80,7 +100,7 @@ class GreAcquisition:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "echo_times", tuple(float(t) for t in _echo_times(self.echo_times)))
-        object.__setattr__(self, "b0", _positive(self.b0, "b0"))
+        object.__setattr__(self, "b0", _field_strength(self.b0))
         object.__setattr__(self, "b0_dir", tuple(float(v) for v in _as_direction(self.b0_dir, "b0_dir")))
         object.__setattr__(self, "voxel_size", _as_voxel_size(self.voxel_size))
 

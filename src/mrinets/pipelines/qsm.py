@@ -15,20 +15,21 @@ Bilgic B, et al. Magn Reson Med 2014;72:1444 (TV-regularised QSM by ADMM).
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from mrinets.errors import ArgumentError, DimensionError, EmptyImageError, InputError
-from mrinets.io import Image, OutputStage, check_same_grid, load, load_stack, save, write_json
+from mrinets.io import Image, OutputStage, check_same_grid, load, load_labels, load_mask, load_stack, save, write_json
+from mrinets.io.nifti import nifti_stem
+from mrinets.io.tables import read_tsv
 from mrinets.metrics.qsm import qsm_scores, roi_means
-from mrinets.physics.background import default_vsharp_radii, vsharp
-from mrinets.physics.echoes import GreAcquisition, detect_phase_units, fit_echoes, hz_to_ppm
+from mrinets.physics.background import check_max_radius, default_vsharp_radii, vsharp
+from mrinets.physics.echoes import B0_RANGE, MIN_ECHO_TIME, GreAcquisition, detect_phase_units, fit_echoes, hz_to_ppm
 from mrinets.physics.inversion import QsmReconstructor
 from mrinets.physics.unwrap import unwrap_laplacian, wrap
 from mrinets.preprocess.mask import gre_brain_mask, largest_component
@@ -114,10 +115,20 @@ class QsmConfig:
                 raise ArgumentError("--te", f"echo times must be positive seconds, got {te:g}")
             if te > 1.0:
                 raise ArgumentError("--te", f"echo time {te:g} s is implausible: give seconds (e.g. 0.02), not ms")
+        repeated = sorted({te for te in self.echo_times if self.echo_times.count(te) > 1})
+        if repeated:
+            raise ArgumentError("--te", f"echo times must differ ({repeated[0]:g} s is given twice)")
+        ordered = sorted(self.echo_times)
+        if ordered[0] < MIN_ECHO_TIME or any(b - a < MIN_ECHO_TIME for a, b in zip(ordered, ordered[1:])):
+            raise ArgumentError("--te", f"echo times and their spacing must be at least {MIN_ECHO_TIME:g} s, got "
+                                        f"{' '.join(f'{t:g}' for t in self.echo_times)}")
         if not math.isfinite(self.b0) or self.b0 <= 0:
             raise ArgumentError("--b0", f"field strength must be positive tesla, got {self.b0:g}")
+        if not B0_RANGE[0] <= self.b0 <= B0_RANGE[1]:
+            raise ArgumentError("--b0", f"field strength must be {B0_RANGE[0]:g} to {B0_RANGE[1]:g} T (tesla), "
+                                        f"got {self.b0:g}")
         self.b0_dir = tuple(float(v) for v in self.b0_dir)  # type: ignore[assignment]
-        if len(self.b0_dir) != 3 or not np.all(np.isfinite(self.b0_dir)) or np.linalg.norm(self.b0_dir) == 0:
+        if len(self.b0_dir) != 3 or not np.all(np.isfinite(self.b0_dir)) or not np.any(self.b0_dir):
             raise ArgumentError("--b0-dir", f"B0 direction must be 3 finite numbers, not all zero, got {self.b0_dir}")
         if self.method not in METHODS:
             raise ArgumentError("--method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
@@ -177,19 +188,15 @@ def read_labels(path: str | Path, *, like: Image) -> tuple[np.ndarray, dict[int,
     The TSV (``<stem>.tsv``, columns ``index`` and ``name``) is optional; without
     it labels are named by their number.
     """
-    image = load(path)
-    check_same_grid(like, image)
-    labels = np.rint(image.data).astype(np.int32)
-    stem = image.name
-    tsv = Path(path).with_name(f"{stem}.tsv")
+    labels = load_labels(path, like=like)
+    tsv = Path(path).with_name(f"{nifti_stem(path)}.tsv")
     names: dict[int, str] = {}
     if tsv.exists():
-        with open(tsv, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh, delimiter="\t"):
-                try:
-                    names[int(row["index"])] = row["name"]
-                except (KeyError, ValueError):
-                    raise InputError(tsv, "label table needs 'index' and 'name' columns") from None
+        for row in read_tsv(tsv, required=("index", "name")):
+            try:
+                names[int(row["index"])] = row["name"]
+            except ValueError:
+                raise InputError(f"{tsv}:{row.line}", f"index {row['index']!r} is not a whole number") from None
     return labels, names
 
 
@@ -344,6 +351,8 @@ def predict(
     """
     mag_img = _load_gre(magnitude)
     phase_img = _load_gre(phase)
+    if mag_img.path is not None and phase_img.path is not None and mag_img.path.resolve() == phase_img.path.resolve():
+        raise InputError(phase_img.path, "is given as both the magnitude and the phase")
     check_same_grid(mag_img, phase_img)
     n_echoes = phase_img.shape[3] if phase_img.data.ndim == 4 else 1
     if n_echoes != len(config.echo_times):
@@ -353,6 +362,16 @@ def predict(
     if mag_img.shape != phase_img.shape:
         raise DimensionError(mag_img.path, f"shape {mag_img.shape} does not match phase shape {phase_img.shape}")
     try:
+        check_max_radius(config.vsharp_max_radius_mm, mag_img.voxel_size, mag_img.spatial_shape)
+    except ValueError as exc:
+        raise ArgumentError("--vsharp-radius", str(exc)) from None
+    # Echoes given in any order are sorted with their volumes: the echo fit needs increasing times.
+    order = np.argsort(config.echo_times, kind="stable")
+    if np.any(order != np.arange(order.size)):
+        mag_img = mag_img.with_data(mag_img.data[..., order])
+        phase_img = phase_img.with_data(phase_img.data[..., order])
+        config = replace(config, echo_times=tuple(config.echo_times[i] for i in order))
+    try:
         scale = detect_phase_units(phase_img.data)
     except ValueError as exc:
         raise InputError(phase_img.path, f"phase is neither in radians nor in scanner units: {exc}") from None
@@ -361,11 +380,7 @@ def predict(
     phs = wrap(phase_img.data * np.float32(scale)).astype(np.float32)
     mag = np.abs(mag_img.data)
 
-    mask_arr = None
-    if mask is not None:
-        mask_img = load(mask)
-        check_same_grid(mag_img, mask_img)
-        mask_arr = mask_img.data > 0.5
+    mask_arr = None if mask is None else load_mask(mask, like=mag_img)
     label_arr, names = (None, {}) if labels is None else read_labels(labels, like=mag_img)
 
     out = reconstruct(mag, phs, affine=mag_img.affine, config=config, mask=mask_arr)
@@ -382,6 +397,10 @@ def predict(
         "timings_s": {k: round(v, 3) for k, v in out["timings"].items()},
         "inputs": {"magnitude": _as_text(magnitude), "phase": _as_text(phase), "mask": str(mask) if mask else None},
     }
+    if order.size > 1 and np.any(order != np.arange(order.size)):
+        measures["echo_order"] = [int(i) for i in order]
+        measures["echo_order_note"] = ("echo volumes sorted by echo time: volume i of the output is input volume "
+                                       "echo_order[i]")
     if label_arr is not None:
         inside = np.where(eroded, label_arr, 0)
         measures["roi_mean_chi_ppm"] = roi_means(chi, inside, names)
@@ -426,8 +445,7 @@ def evaluate(
     """2016-challenge scores of a susceptibility map against the truth, in a mask."""
     pred_img = load(pred, allow_empty=True)
     truth_img = load(truth)
-    mask_img = load(mask)
     check_same_grid(truth_img, pred_img)
-    check_same_grid(truth_img, mask_img)
+    inside = load_mask(mask, like=truth_img)
     label_arr, names = (None, {}) if labels is None else read_labels(labels, like=truth_img)
-    return qsm_scores(pred_img.data, truth_img.data, mask=mask_img.data > 0.5, labels=label_arr, names=names)
+    return qsm_scores(pred_img.data, truth_img.data, mask=inside, labels=label_arr, names=names)

@@ -146,6 +146,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises UnreadableFileError for anything ``torch.load`` cannot read.
     """
+    from mrinets.io.output import note_input
+
+    note_input(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a file that is not torch's raises anything from EOFError to IndexError

@@ -172,8 +172,18 @@ def make_head(
     unknown = sorted(set(contrasts) - set(CONTRASTS))
     if unknown:
         raise ValueError(f"contrasts must be among {sorted(CONTRASTS)}, got {unknown}")
-    if snr <= 0:
+    if not snr > 0:
         raise ValueError(f"snr must be positive, got {snr}")
+    size = np.asarray(voxel_size, dtype=np.float64)
+    if size.shape != (3,) or not np.all(np.isfinite(size) & (size > 0)):
+        raise ValueError(f"voxel_size must be three positive lengths in mm, got {tuple(voxel_size)}")
+    from mrinets.data.phantoms.budget import check_grid_memory
+    from mrinets.data.templates import MNI_SHAPE
+
+    extent = MNI_SHAPE if crop is None else [b - a for a, b in crop]
+    # Measured about 34 bytes per output voxel for two contrasts; 8 per array (image, truth maps, resampling).
+    check_grid_memory([n / v for n, v in zip(extent, size)], bytes_per_voxel=8 * (len(contrasts) + 4),
+                      name="voxel_size", value=" x ".join(f"{v:g}" for v in size) + " mm")
     rng = np.random.default_rng(seed)
     mni = load_mni()
     affine = mni.affine.copy()

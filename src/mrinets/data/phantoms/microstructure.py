@@ -367,10 +367,7 @@ def simulate_dwi(
     ``S = s0 * level * noddi_signal(...)`` in the brain, 0 outside; the
     magnitude of ``S`` plus complex Gaussian noise of std ``s0 / snr`` is Rician.
     """
-    if snr <= 0:
-        raise ValueError(f"snr must be positive, got {snr}")
-    if int(downsample) != downsample or downsample < 1:
-        raise ValueError(f"downsample must be a positive integer, got {downsample}")
+    _check_acquisition(snr, downsample)
     inside = np.flatnonzero(truth.mask)
     icvf, isovf, odi = (m.reshape(-1)[inside] for m in (truth.icvf, truth.isovf, truth.odi))
     direction = truth.direction.reshape(-1, 3)[inside]
@@ -391,6 +388,13 @@ def simulate_dwi(
         clean = _box_average(clean.reshape(*truth.mask.shape, -1), downsample)
         out[..., volumes] = rician(clean, s0 / snr, rng)
     return out
+
+
+def _check_acquisition(snr: float, downsample: int) -> None:
+    if not snr > 0:
+        raise ValueError(f"snr must be positive, got {snr}")
+    if int(downsample) != downsample or downsample < 1:
+        raise ValueError(f"downsample must be a positive integer, got {downsample}")
 
 
 def make_microstructure_subject(
@@ -422,6 +426,7 @@ def make_microstructure_subject(
     -------
     MicrostructurePhantom
     """
+    _check_acquisition(snr, downsample)  # before the truth, which takes minutes
     name = scheme if isinstance(scheme, str) else None
     scheme = GradientScheme.from_dipy(scheme) if isinstance(scheme, str) else scheme
     truth = make_truth(seed, voxel_mm=voxel_mm, population=population, crop=crop)

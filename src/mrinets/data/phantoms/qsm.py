@@ -26,7 +26,7 @@ from mrinets.data.phantoms.head import rotation_matrix
 from mrinets.io import OutputStage, write_json
 from mrinets.io.nifti import from_array, save
 from mrinets.physics.dipole import b0_direction_in_voxels, forward_field
-from mrinets.physics.echoes import GAMMA
+from mrinets.physics.echoes import GAMMA, GreAcquisition
 
 __all__ = ["NUCLEI", "QsmPhantom", "make_qsm_head"]
 
@@ -146,10 +146,17 @@ def make_qsm_head(
     -------
     QsmPhantom
     """
-    if voxel_size <= 0 or snr <= 0 or b0 <= 0:
-        raise ValueError("voxel_size, snr and b0 must be positive")
-    if not echo_times or min(echo_times) <= 0:
-        raise ValueError(f"echo_times must be positive seconds, got {echo_times}")
+    if not voxel_size > 0:
+        raise ValueError(f"voxel_size must be positive, got {voxel_size!r}")
+    if not snr > 0:
+        raise ValueError(f"snr must be positive, got {snr!r}")
+    GreAcquisition(echo_times=echo_times, b0=b0, b0_dir=b0_dir)  # the acquisition's own checks
+    from mrinets.data.phantoms.budget import check_grid_memory
+    from mrinets.data.templates import MNI_SHAPE
+
+    # Measured: about 200 bytes per voxel plus 16 per echo (complex signals) at 2 mm.
+    check_grid_memory([n / voxel_size for n in MNI_SHAPE], bytes_per_voxel=200 + 16 * len(echo_times),
+                      name="voxel_size", value=f"{voxel_size:g} mm")
     rng = np.random.default_rng(seed)
     maps, affine = _tissue_on_grid(voxel_size)
     gm, wm, csf = maps["gm"], maps["wm"], maps["csf"]

@@ -169,6 +169,18 @@ def _imperfect_label(fraction: np.ndarray, spacing: Sequence[float], gross: bool
     return label, meta
 
 
+def _check_flair_voxel(flair_voxel: tuple[float, float], extent_mm) -> None:
+    """Two positive lengths, on a FLAIR grid over ``extent_mm`` that fits in memory."""
+    from mrinets.data.phantoms.budget import check_grid_memory
+
+    sizes = np.asarray(flair_voxel, dtype=np.float64).reshape(-1)
+    if sizes.shape != (2,) or not np.all(np.isfinite(sizes) & (sizes > 0)):
+        raise ValueError(f"flair_voxel must be two positive lengths in mm (in-plane, slice), got {tuple(flair_voxel)}")
+    in_plane, thickness = sizes
+    check_grid_memory([extent_mm[0] / in_plane, extent_mm[1] / in_plane, extent_mm[2] / thickness],
+                      bytes_per_voxel=16, name="flair_voxel", value=f"{in_plane:g} x {thickness:g} mm")
+
+
 def make_wmh_subject(
     seed: int,
     *,
@@ -204,7 +216,7 @@ def make_wmh_subject(
         Box in MNI voxels built instead of the whole template (fast tests).
     """
     from mrinets.data.atlas import mni_anatomy
-    from mrinets.data.templates import load_mni
+    from mrinets.data.templates import MNI_SHAPE, load_mni
 
     rng = np.random.default_rng([seed, 4])
     severity = float(rng.uniform(0.2, 1.0)) if severity is None else float(severity)
@@ -212,6 +224,9 @@ def make_wmh_subject(
     gross = bool(rng.random() < GROSS_LABEL_RATE) if gross is None else bool(gross)
     if not 0 <= severity <= 1:
         raise ValueError(f"severity must be in [0, 1], got {severity}")
+    if not snr > 0:
+        raise ValueError(f"snr must be positive, got {snr}")
+    _check_flair_voxel(flair_voxel, MNI_SHAPE)
     mni, anatomy = load_mni(), mni_anatomy()
     box = tuple(slice(None) for _ in range(3)) if crop is None else tuple(slice(a, b) for a, b in crop)
     affine = mni.affine.copy()
@@ -286,6 +301,9 @@ def insert_wmh(t1: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, seed: int
     rng = np.random.default_rng([seed, 5])
     severity = float(rng.uniform(0.2, 1.0)) if severity is None else float(severity)
     gross = bool(rng.random() < GROSS_LABEL_RATE) if gross is None else bool(gross)
+    if not 0 <= severity <= 1:
+        raise ValueError(f"severity must be in [0, 1], got {severity}")
+    _check_flair_voxel(flair_voxel, np.asarray(t1.shape[:3]) * np.linalg.norm(affine[:3, :3], axis=0))
     mni, anatomy = load_mni(), mni_anatomy()
     lesion_mni, lesion_meta = _lesions(anatomy, mni.wm.data, severity, rng)
     in_mni = to_mni @ affine

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrinets.errors import ArgumentError, DimensionError
+from mrinets.errors import ArgumentError, DimensionError, EmptyImageError
 from mrinets.io import Image, OutputStage, check_same_grid, load, save, write_json
 from mrinets.io.gradients import fsl_to_array_frame
 from mrinets.physics.diffusion import GradientScheme
@@ -31,7 +31,7 @@ from mrinets.physics.diffusion.amico import NoddiModel
 from mrinets.pipelines.microstructure.data import PARAMETERS, interpolate_ratios, normalise_dwi, target_scheme
 from mrinets.pipelines.microstructure.model import FitConfig, NetConfig, build_network, predict_ratios
 from mrinets.preprocess.mask import gre_brain_mask
-from mrinets.training.engine import load_checkpoint
+from mrinets.training.engine import load_checkpoint, resolve_device
 
 __all__ = ["PARAMETERS", "DEFAULT_WEIGHTS", "OUTPUT_NAMES", "MicrostructureConfig", "MicrostructureModel",
            "MicrostructureResult", "NetConfig", "FitConfig", "load_dwi", "load_model", "save_model", "predict",
@@ -56,6 +56,7 @@ class MicrostructureConfig:
     def __post_init__(self) -> None:
         if self.method not in ("network", "fit"):
             raise ArgumentError("--method", f"must be network or fit, got {self.method!r}")
+        resolve_device(self.device)  # refused before the data are read
 
 
 @dataclass
@@ -103,6 +104,8 @@ def load_dwi(dwi: str | Path, bval: str | Path, bvec: str | Path, *, mask: str |
     if image.source is not None:
         scheme = GradientScheme(scheme.bvals, fsl_to_array_frame(scheme.bvecs, image.source.affine,
                                                                  image.source.to_ras))
+    if not np.any(image.data[..., scheme.b0_mask] > 0):
+        raise EmptyImageError(dwi, "every b=0 volume is zero (or negative): the signal cannot be normalised by S0")
     if int((~scheme.b0_mask).sum()) < 6:
         raise DimensionError(bval, f"has {int((~scheme.b0_mask).sum())} diffusion-weighted volumes; NODDI needs 6 "
                                    "or more")
