@@ -67,6 +67,7 @@ def test_moved_mni_copy_is_recovered():
     reg = register_to_mni(from_array(data, motion @ affine))
     assert _mean_error_mm(reg.matrix, np.linalg.inv(motion)) < 1.5
     assert reg.score > 0.9
+    assert reg.input_kind == "skull-stripped"
 
 
 def test_grid_directions_and_determinant():
@@ -88,6 +89,7 @@ def test_grid_directions_and_determinant():
 def test_real_t1_with_skull_registers(real_t1):
     image = load(real_t1)
     reg = register_to_mni(image)
+    assert reg.input_kind == "head"
     assert reg.score >= MIN_SCORE
     assert 0.6 < reg.scale_determinant < 1.6
     mni = load_mni()
@@ -144,3 +146,54 @@ def test_adam_step_is_torch_adam():
         optimiser.step()
     assert torch.equal(ours, theirs)
     assert not torch.equal(ours, start)
+
+
+def _stripped_mni_space_t1(path, voxel_mm: float = 2.0):
+    """The template on an FSL-style MNI grid (LAS), zero outside the brain and slightly negative at its edge.
+
+    What open datasets ship: skull-stripped, registered to MNI, interpolation leaving negative values at the edge.
+    """
+    import nibabel as nib
+    from scipy import ndimage
+
+    from mrinets.physics.sampling import affine_resample
+
+    mni = load_mni()
+    shape = tuple(int(round(n / voxel_mm)) for n in (182, 218, 182))
+    las = np.diag([-voxel_mm, voxel_mm, voxel_mm, 1.0])
+    las[:3, 3] = [90.0, -126.0, -72.0]
+    data = affine_resample(mni.t1.data * (mni.mask.data > 0.5), mni.affine, las, shape)
+    edge = ndimage.binary_dilation(data > 0) & (data <= 0)
+    data[edge] = -0.03 * data.max()
+    nib.save(nib.Nifti1Image(data.astype(np.float32), las), path)
+    return path
+
+
+def test_skull_stripped_mni_space_t1_is_accepted_and_recognised(tmp_path):
+    image = load(_stripped_mni_space_t1(tmp_path / "stripped_mni.nii.gz"))
+    assert image.data.min() < 0
+    reg = register_to_mni(image)
+    assert reg.input_kind == "skull-stripped+mni-space"
+    assert _mean_error_mm(reg.matrix, np.eye(4)) < 1.5
+    assert reg.score > 0.9
+
+
+def test_moved_stripped_brain_is_not_taken_for_mni_space():
+    mni = load_mni()
+    data, affine = resample_to_voxel_size(mni.t1.data, mni.affine, (2.0, 2.0, 2.0))
+    motion = np.eye(4)
+    motion[:3, :3] = rotation_matrix(np.deg2rad([0.0, 0.0, 15.0]))
+    reg = register_to_mni(from_array(data, motion @ affine))
+    assert reg.input_kind == "skull-stripped"
+
+
+def test_user_brain_mask_drives_the_registration(phantom):
+    head, truth = phantom
+    image = from_array(head.images["t1w"], head.affine)
+    reg = register_to_mni(image, brain_mask=head.mask)
+    assert _mean_error_mm(reg.matrix, truth) < 1.5
+    # The rough brain is the user's (resampled to 2 mm), not ours.
+    mask = reg.brain_mask(head.affine, head.mask.shape)
+    assert 2 * (mask & head.mask).sum() / (mask.sum() + head.mask.sum()) > 0.95
+    with pytest.raises(RegistrationError, match="no brain-like"):
+        register_to_mni(image, brain_mask=np.zeros(head.mask.shape, bool))

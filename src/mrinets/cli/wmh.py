@@ -25,9 +25,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "predict", help="lesion probability, mask, regions and volumes of one or more T1s",
         description="Register each T1 to MNI152 (affine), predict in the network box, bring the maps back "
         "onto the T1's own grid, and measure lesion volume in total, in four regions and in four quadrants, "
-        "also as a fraction of eTIV. Several inputs also give cohort_wmh.csv.")
+        "also as a fraction of eTIV. The T1 may have skull (and neck) or be skull-stripped, in scanner or MNI "
+        "space; the CSV's input_kind says which was found. Several inputs also give cohort_wmh.csv.")
     p.add_argument("t1", nargs="+", help="3D T1-weighted NIfTI file(s)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--brain-mask", nargs="+", metavar="MASK",
+                   help="your own brain mask(s) (binary, on each T1's grid, one per T1 in the same order), used "
+                        "instead of ours for the registration and to bound the lesions")
     p.add_argument("--weights", help="weights file from `mrinets wmh train` (default: the shipped model)")
     p.add_argument("--threshold", type=finite_float, default=0.5, help="probability threshold of the mask")
     p.add_argument("--method", choices=("network", "baseline"), default="network",
@@ -121,11 +125,19 @@ def _predict(args: argparse.Namespace) -> int:
     from mrinets.io import OutputStage, ensure_outdir, write_text
     from mrinets.io.nifti import load
     from mrinets.pipelines import wmh
+    from mrinets.preprocess.mask import user_brain_mask
 
     config = wmh.WmhConfig(weights=args.weights, threshold=args.threshold, method=args.method,
                            baseline_k=args.baseline_k, device=args.device, flip=not args.no_flip,
                            pv_trim=not args.no_pv_trim, grow=args.grow, grow_min_prob=args.grow_min_prob)
     images = [load(path, ndim=3) for path in args.t1]
+    if args.brain_mask is not None and len(args.brain_mask) != len(images):
+        raise ArgumentError("--brain-mask", f"{len(args.brain_mask)} mask(s) for {len(images)} T1(s); give one per T1")
+    masks = [load(path, ndim=3, allow_empty=True) for path in args.brain_mask or []] or [None] * len(images)
+    # Every mask is checked before any work, so a bad one costs no registration.
+    for image, mask in zip(images, masks):
+        if mask is not None:
+            user_brain_mask(mask, image)
     names = [im.name for im in images]
     if len(set(names)) != len(names):
         raise ArgumentError("t1", "two inputs share a file name; outputs are named after it")
@@ -134,8 +146,8 @@ def _predict(args: argparse.Namespace) -> int:
     rows = []
     # One stage for the whole cohort: a failure on any input leaves no output at all.
     with OutputStage(out) as stage:
-        for image in images:
-            result = wmh.predict(image, config, model=model)
+        for image, mask in zip(images, masks):
+            result = wmh.predict(image, config, model=model, brain_mask=mask)
             result.save_into(stage, qc=not args.no_qc)
             rows.append(result.measures)
             log.info("%s: WMH %.2f mL, eTIV %.0f mL", image.name, result.measures["wmh_total_ml"],

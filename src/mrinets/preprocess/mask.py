@@ -17,7 +17,10 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-__all__ = ["ball", "erode", "dilate", "gre_brain_mask", "largest_component", "fill_holes"]
+from mrinets.errors import EmptyImageError, InputError
+from mrinets.io.nifti import Image, check_same_grid
+
+__all__ = ["ball", "erode", "dilate", "gre_brain_mask", "largest_component", "fill_holes", "user_brain_mask"]
 
 # Otsu's darker class is background only if it is much darker than the brighter one:
 # noise sits at signal / SNR, while tissue contrasts in GRE magnitude stay within a factor of 3.
@@ -166,3 +169,24 @@ def gre_brain_mask(
     mask = np.zeros(mag.shape, bool)
     mask[box] = largest_component(sub)
     return mask
+
+
+def user_brain_mask(mask: Image, like: Image) -> np.ndarray:
+    """A user's own brain mask as booleans, checked: ``like``'s grid and affine, 0 and 1 only, not empty.
+
+    A probability map or a label map given by mistake would otherwise be cut
+    at some threshold without a word; the user's skull stripping is taken as
+    it is or refused.
+    """
+    where = mask.path or "brain mask"
+    check_same_grid(like, mask)
+    data = np.asarray(mask.data)
+    values = np.unique(data)
+    if not np.isin(values, (0, 1)).all():
+        odd = values[~np.isin(values, (0, 1))]
+        raise InputError(where, f"brain mask is not binary: it holds {odd.size} value(s) other than 0 and 1 "
+                                f"(e.g. {float(odd[0]):g}); give 1 inside the brain, 0 outside")
+    inside = data == 1
+    if not inside.any():
+        raise EmptyImageError(where, "brain mask is empty (no voxel is 1)")
+    return inside

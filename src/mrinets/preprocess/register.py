@@ -3,7 +3,9 @@
 Notes
 -----
 A T1 with skull, scalp and neck does not match the skull-stripped template, so
-the brain is first cut out morphologically on a 2 mm copy. The stripped brain
+the brain is first cut out morphologically on a 2 mm copy; a T1 that is already
+skull-stripped (its support is brain-sized) is taken as it is, and a user's own
+brain mask replaces both. The stripped brain
 is then matched to the template T1 by maximising their Pearson correlation over
 an affine map (Adam on trilinear samples, in torch), initialised by the two
 brains' centres of mass and volumes.
@@ -27,7 +29,7 @@ from mrinets.io.nifti import Image
 from mrinets.physics.sampling import affine_resample, resample_to_voxel_size
 from mrinets.preprocess.mask import dilate, erode, fill_holes, largest_component
 
-__all__ = ["MniRegistration", "register_to_mni"]
+__all__ = ["MniRegistration", "register_to_mni", "input_kind", "INPUT_KINDS"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,18 @@ STAGES = (
 # sphere or ellipsoid 0.03, a synthetic T2w -0.84 (noise and flat volumes fail earlier: no brain).
 SCORE_DEPTH_MM = 6.0
 MIN_SCORE = 0.3
+# Support of an image: above this share of its 99th percentile (2 mm, blurred), holes filled, largest piece.
+# Measured: skull-stripped T1s 1.15 L (the MS patient) to 2.05 L (synthetic heads), the template 1.96 L; the real
+# T1 with skull 3.5 L. A support under this share of the template brain's volume is a stripped brain.
+SUPPORT_SHARE = 0.1
+STRIPPED_MAX_RATIO = 1.4
+# A stripped brain leaves out the CSF the template's brain holds, so it may be smaller than the template by more.
+STRIPPED_MAX_VOLUME_RATIO = 2.5
+# An MNI-space grid: axes along the world's, its field of view holding the template brain; and the registration
+# found then moves the brain by little (rotation and shift at the centre; a rigid-only MNI alignment keeps its scale).
+MNI_SPACE_MAX_DEGREES = 5.0
+MNI_SPACE_MAX_SHIFT_MM = 10.0
+INPUT_KINDS = ("head", "skull-stripped", "head+mni-space", "skull-stripped+mni-space")
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 
 
@@ -71,12 +85,17 @@ class MniRegistration:
         The rough skull-stripped brain that drove the first stages, on a 2 mm grid.
     coarse_affine : ndarray or None
         That grid's affine.
+    input_kind : str
+        What the input was (one of :data:`INPUT_KINDS`): a ``head`` (skull,
+        scalp, maybe neck) or ``skull-stripped``, and ``+mni-space`` when its
+        grid and the brain on it already lie in MNI space.
     """
 
     matrix: np.ndarray
     score: float
     coarse_brain: np.ndarray | None = None
     coarse_affine: np.ndarray | None = None
+    input_kind: str = "head"
 
     def to_grid(self, data: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray,
                 dst_shape: Sequence[int], order: int = 1) -> np.ndarray:
@@ -100,20 +119,66 @@ class MniRegistration:
         return float(abs(np.linalg.det(self.matrix[:3, :3])))
 
 
-def _skull_strip(image: Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A 2 mm copy of ``image``, its affine, and a rough brain mask on it.
+def _coarse(image: Image) -> tuple[np.ndarray, np.ndarray]:
+    """A blurred 2 mm copy of ``image`` and its affine."""
+    sigma = 0.5 * COARSE_MM / image.voxel_size
+    return resample_to_voxel_size(ndimage.gaussian_filter(np.nan_to_num(image.data), sigma), image.affine,
+                                  (COARSE_MM,) * 3)
+
+
+def _support(low: np.ndarray) -> np.ndarray:
+    """What the image holds above :data:`SUPPORT_SHARE` of its bright level: a head, or a stripped brain."""
+    level = np.percentile(low, 99)
+    if not level > 0:
+        return np.zeros(low.shape, bool)
+    return fill_holes(largest_component(low > SUPPORT_SHARE * level))
+
+
+def _is_stripped(support: np.ndarray) -> bool:
+    return 0 < support.sum() * COARSE_MM**3 < STRIPPED_MAX_RATIO * _mni_brain()[1]
+
+
+def _on_mni_grid(image: Image) -> bool:
+    """The grid's axes lie along the world's and its field of view holds the template brain (2 mm to spare)."""
+    linear = image.affine[:3, :3]
+    if np.abs(linear - np.diag(np.diag(linear))).max() > 1e-3 * np.abs(linear).max():
+        return False
+    corners = np.array(np.meshgrid(*[[0, s - 1] for s in image.spatial_shape], indexing="ij")).reshape(3, -1)
+    world = linear @ corners + image.affine[:3, 3:4]
+    mni = load_mni()
+    brain = np.argwhere(mni.mask.data > 0.5)
+    lo, hi = (brain.min(axis=0), brain.max(axis=0))
+    lo, hi = (np.array(v) @ mni.affine[:3, :3].T + mni.affine[:3, 3] for v in (lo, hi))
+    return bool(np.all(world.min(axis=1) <= lo + 2.0) and np.all(world.max(axis=1) >= hi - 2.0))
+
+
+def _moves_little(matrix: np.ndarray) -> bool:
+    """Whether a subject-to-MNI map only scales and shears about the MNI brain's centre (an MNI-space input)."""
+    linear = matrix[:3, :3]
+    u, _, vt = np.linalg.svd(linear)
+    rotation = u @ vt
+    degrees = np.degrees(np.arccos(np.clip((np.trace(rotation) - 1) / 2, -1.0, 1.0)))
+    centre = _mni_brain()[0]
+    shift = np.linalg.norm(np.linalg.solve(linear, centre - matrix[:3, 3]) - centre)
+    return degrees <= MNI_SPACE_MAX_DEGREES and shift <= MNI_SPACE_MAX_SHIFT_MM
+
+
+def input_kind(image: Image) -> str:
+    """``head`` or ``skull-stripped`` (from the support's volume), before any registration."""
+    return "skull-stripped" if _is_stripped(_support(_coarse(image)[0])) else "head"
+
+
+def _skull_strip(low: np.ndarray, aff: np.ndarray) -> np.ndarray:
+    """A rough brain mask on the 2 mm copy ``low`` (affine ``aff``) of a head.
 
     Above Otsu's threshold, near where a template brain would sit below the top
     of the head (which keeps the face and neck out), an erosion cuts the brain
     from the scalp through the dark skull and a dilation within the threshold
     grows the largest piece back.
     """
-    sigma = 0.5 * COARSE_MM / image.voxel_size
-    low, aff = resample_to_voxel_size(ndimage.gaussian_filter(np.nan_to_num(image.data), sigma), image.affine,
-                                      (COARSE_MM,) * 3)
     empty = np.zeros(low.shape, bool)
     if not np.ptp(low) > 0:
-        return low, aff, empty
+        return empty
     # Otsu splits background from head; the head's own dark class (CSF, skull, muscle) starts below it.
     threshold = threshold_otsu(low)
     head = fill_holes(largest_component(low > threshold))
@@ -129,9 +194,9 @@ def _skull_strip(image: Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     foreground = (low > threshold) & prior
     core = erode(foreground, ERODE_MM, (COARSE_MM,) * 3)
     if not core.any():
-        return low, aff, empty
+        return empty
     grown = dilate(largest_component(core), ERODE_MM + COARSE_MM, (COARSE_MM,) * 3)
-    return low, aff, fill_holes(largest_component(grown & foreground))
+    return fill_holes(largest_component(grown & foreground))
 
 
 @functools.lru_cache(maxsize=1)
@@ -245,13 +310,18 @@ def _adam_step(param: torch.Tensor, grad: torch.Tensor, mean: torch.Tensor, squa
     param.addcdiv_(mean, denom, value=-lr / (1 - ADAM_BETAS[0] ** step))
 
 
-def register_to_mni(image: Image, *, min_score: float = MIN_SCORE, quiet: bool = True) -> MniRegistration:
+def register_to_mni(image: Image, *, brain_mask: np.ndarray | None = None, min_score: float = MIN_SCORE,
+                    quiet: bool = True) -> MniRegistration:
     """Affine registration of a T1-weighted image (with or without skull) to MNI152 2009a.
 
     Parameters
     ----------
     image : Image
-        3D T1-weighted image, RAS+ (as :func:`mrinets.io.load` returns it).
+        3D T1-weighted image, RAS+ (as :func:`mrinets.io.load` returns it):
+        a head, with or without neck, or a skull-stripped brain (values at
+        its edge may be slightly negative), in scanner or MNI space.
+    brain_mask : ndarray of bool, optional
+        The user's own brain mask on ``image``'s grid, used instead of ours.
     min_score : float
         Lowest accepted :attr:`MniRegistration.score`.
     quiet : bool
@@ -281,11 +351,20 @@ def register_to_mni(image: Image, *, min_score: float = MIN_SCORE, quiet: bool =
     if image.data.ndim != 3:
         raise ValueError(f"image must be 3D, got shape {image.shape}")
     where = image.path if image.path is not None else "image"
-    low, low_affine, rough = _skull_strip(image)
+    low, low_affine = _coarse(image)
+    stripped = _is_stripped(_support(low))
+    if brain_mask is not None:
+        rough = affine_resample(np.asarray(brain_mask, np.float32), image.affine, low_affine, low.shape) > 0.5
+    elif stripped:
+        # Nothing to strip: Otsu's threshold and the erosion would only cut away the CSF and grey matter.
+        rough = _support(low)
+    else:
+        rough = _skull_strip(low, low_affine)
+    max_ratio = STRIPPED_MAX_VOLUME_RATIO if stripped or brain_mask is not None else MAX_VOLUME_RATIO
     mni = load_mni()
     mni_centre, mni_volume = _mni_brain()
     volume_ratio = rough.sum() * COARSE_MM**3 / mni_volume
-    if volume_ratio < 1 / MAX_VOLUME_RATIO:
+    if volume_ratio < 1 / max_ratio:
         raise RegistrationError(where, "no brain-like foreground found for registration to MNI")
     centre = np.argwhere(rough).mean(axis=0) @ low_affine[:3, :3].T + low_affine[:3, 3]
     model = _Affine(mni_centre, centre, float(np.cbrt(volume_ratio)))
@@ -307,13 +386,18 @@ def register_to_mni(image: Image, *, min_score: float = MIN_SCORE, quiet: bool =
     volume = torch.from_numpy(ndimage.gaussian_filter(low, blur_mm / COARSE_MM))[None, None]
     with torch.no_grad():
         score = float(_pearson(_sample(volume, world_to_voxel, model(points[deep])), values[deep]))
-    registration = MniRegistration(matrix=np.linalg.inv(model.mni_to_subject()), score=score, coarse_brain=rough,
-                                   coarse_affine=low_affine)
+    matrix = np.linalg.inv(model.mni_to_subject())
+    kind = "skull-stripped" if stripped else "head"
+    if _on_mni_grid(image) and _moves_little(matrix):
+        kind += "+mni-space"
+    registration = MniRegistration(matrix=matrix, score=score, coarse_brain=rough, coarse_affine=low_affine,
+                                   input_kind=kind)
     if not quiet:
-        log.info("MNI registration: score %.3f, scale determinant %.2f", score, registration.scale_determinant)
+        log.info("MNI registration (%s): score %.3f, scale determinant %.2f", kind, score,
+                 registration.scale_determinant)
     if score < min_score:
         raise RegistrationError(where, f"registration to MNI failed: correlation {score:.2f} is below {min_score:.2f}")
-    if not 1 / MAX_VOLUME_RATIO < registration.scale_determinant < MAX_VOLUME_RATIO:
+    if not 1 / MAX_VOLUME_RATIO < registration.scale_determinant < max_ratio:
         raise RegistrationError(where, f"registration to MNI implies an implausible brain size (volume ratio "
                                        f"{1 / registration.scale_determinant:.2f} of the template)")
     return registration

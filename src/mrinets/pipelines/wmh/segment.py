@@ -195,12 +195,14 @@ def measures_table(rows: list[dict]) -> str:
 
 
 def _measures(name: str, mask: np.ndarray, regions: np.ndarray, quadrant: np.ndarray, voxel_ml: float,
-              etiv_ml: float, score: float, band: tuple[float, float] | None, grown_ml: float) -> dict:
+              etiv_ml: float, score: float, band: tuple[float, float] | None, grown_ml: float, kind: str,
+              brain_mask: str) -> dict:
     # The trim's band (T1 over the template's white-matter median, its sides towards CSF and towards white matter;
     # NaN: not trimmed) and the volume the growth added (NaN: not grown) tell QC whether each acted.
     lower, upper = band or (float("nan"), float("nan"))
-    row: dict = {"subject": name, "etiv_ml": etiv_ml, "registration_score": score, "pv_trim_upper": upper,
-                 "pv_trim_lower": lower, "grow_added_ml": grown_ml}
+    row: dict = {"subject": name, "input_kind": kind, "brain_mask": brain_mask, "etiv_ml": etiv_ml,
+                 "registration_score": score, "pv_trim_upper": upper, "pv_trim_lower": lower,
+                 "grow_added_ml": grown_ml}
     total = float(mask.sum()) * voxel_ml
     row["wmh_total_ml"] = total
     row["wmh_total_frac_etiv"] = total / etiv_ml
@@ -320,23 +322,33 @@ def box_mask(model: WmhModel, box: np.ndarray, *, device: str = "cpu") -> np.nda
 
 
 def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | None = None,
-            to_mni: np.ndarray | None = None) -> WmhResult:
+            to_mni: np.ndarray | None = None, brain_mask: Image | None = None) -> WmhResult:
     """Lesion probability, mask, regions and volumes of one T1, on its own grid.
 
+    The T1 may be a head (with or without neck) or skull-stripped, in scanner
+    or MNI space; the measures' ``input_kind`` says which was found.
     ``to_mni`` (subject world -> MNI world) skips the registration when the
     map is known; otherwise :func:`register_to_mni` finds it and refuses images
-    it cannot align (non-brain, empty, wrong contrast).
+    it cannot align (non-brain, empty, wrong contrast). ``brain_mask``, the
+    user's own skull stripping on the T1's grid (binary), replaces ours: it
+    drives the registration, and nothing outside it enters the network or
+    the mask.
     """
     from mrinets.data.templates import load_mni
-    from mrinets.preprocess.register import register_to_mni
+    from mrinets.preprocess.mask import user_brain_mask
+    from mrinets.preprocess.register import input_kind, register_to_mni
     from mrinets.training.engine import resolve_device
 
     config = config or WmhConfig()
     score = float("nan")
+    inside = None if brain_mask is None else user_brain_mask(brain_mask, t1)
     if to_mni is None:
-        registration = register_to_mni(t1)
-        to_mni, score = registration.matrix, float(registration.score)
-    raw_box = to_grid(t1.data, t1.affine, to_mni)
+        registration = register_to_mni(t1, brain_mask=inside)
+        to_mni, score, kind = registration.matrix, float(registration.score), registration.input_kind
+    else:
+        kind = input_kind(t1)
+    data = t1.data if inside is None else np.where(inside, t1.data, 0.0).astype(np.float32)
+    raw_box = to_grid(data, t1.affine, to_mni)
     box = normalise(raw_box)
     if config.method == "network":
         model = model or load_model(config.weights)
@@ -352,12 +364,14 @@ def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | Non
     else:
         prob_box = baseline_grid(box, config.baseline_k)
         prob = np.clip(from_grid(prob_box, t1.affine, t1.spatial_shape, to_mni, order=1), 0.0, 1.0)
+    if inside is not None:
+        prob = np.where(inside, prob, 0.0)
     voxel_ml = float(np.prod(t1.voxel_size)) / 1000.0
     mask = prob >= config.threshold
     band, grown_ml = None, float("nan")
     if config.method == "network" and config.pv_trim:
         reference = wm_reference(raw_box)
-        scaled, csf = t1.data / reference, csf_reference(raw_box) / reference
+        scaled, csf = data / reference, csf_reference(raw_box) / reference
         mask, band = trim_partial_volume(mask, prob, scaled, csf)
         if config.grow:
             wm = from_grid(grid_wm(), t1.affine, t1.spatial_shape, to_mni, order=1)
@@ -374,7 +388,7 @@ def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | Non
     quadrant = quadrants(idx @ subject_in_mni[:3, :3].T.astype(np.float32) + subject_in_mni[:3, 3])
     icv_ml = float((load_mni().mask.data > 0.5).sum()) / 1000.0
     etiv = icv_ml / float(abs(np.linalg.det(to_mni[:3, :3])))
-    measures = _measures(t1.name, mask, regions, quadrant, voxel_ml, etiv, score,
-                         band, grown_ml)
+    measures = _measures(t1.name, mask, regions, quadrant, voxel_ml, etiv, score, band, grown_ml, kind,
+                         "user" if inside is not None else "ours")
     return WmhResult(name=t1.name, prob=prob.astype(np.float32), mask=mask, regions=regions, measures=measures,
                      reference=t1)
