@@ -33,3 +33,9 @@ def real_gre() -> tuple[Path, Path]:
 def wmh_boxes() -> Path:
     """Folder of deep-T1-WMH's frontal and right-side MNI boxes."""
     return reference_file("deep-t1-wmh", "frontalMNI_box.nii.gz").parent
+
+
+@pytest.fixture
+def ms_patient() -> tuple[Path, Path]:
+    """The real MS patient (skull-stripped, MNI space, LAS): (T1, consensus lesion mask)."""
+    return reference_file("ms-lesion-t1", "T1.nii.gz"), reference_file("ms-lesion-t1", "consensus_gt.nii.gz")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from t1_inputs import stripped_mni_space_t1
 
 from mrinets.data.phantoms.head import make_head, rotation_matrix
 from mrinets.data.templates import load_mni
@@ -148,29 +149,8 @@ def test_adam_step_is_torch_adam():
     assert not torch.equal(ours, start)
 
 
-def _stripped_mni_space_t1(path, voxel_mm: float = 2.0):
-    """The template on an FSL-style MNI grid (LAS), zero outside the brain and slightly negative at its edge.
-
-    What open datasets ship: skull-stripped, registered to MNI, interpolation leaving negative values at the edge.
-    """
-    import nibabel as nib
-    from scipy import ndimage
-
-    from mrinets.physics.sampling import affine_resample
-
-    mni = load_mni()
-    shape = tuple(int(round(n / voxel_mm)) for n in (182, 218, 182))
-    las = np.diag([-voxel_mm, voxel_mm, voxel_mm, 1.0])
-    las[:3, 3] = [90.0, -126.0, -72.0]
-    data = affine_resample(mni.t1.data * (mni.mask.data > 0.5), mni.affine, las, shape)
-    edge = ndimage.binary_dilation(data > 0) & (data <= 0)
-    data[edge] = -0.03 * data.max()
-    nib.save(nib.Nifti1Image(data.astype(np.float32), las), path)
-    return path
-
-
 def test_skull_stripped_mni_space_t1_is_accepted_and_recognised(tmp_path):
-    image = load(_stripped_mni_space_t1(tmp_path / "stripped_mni.nii.gz"))
+    image = load(stripped_mni_space_t1(tmp_path / "stripped_mni.nii.gz"))
     assert image.data.min() < 0
     reg = register_to_mni(image)
     assert reg.input_kind == "skull-stripped+mni-space"
