@@ -210,7 +210,7 @@ def test_predict_grows_with_the_networks_own_floor_unless_asked(phantom, tiny_we
         wmh.predict(t1, wmh.WmhConfig(device="cpu", grow_min_prob=floor), model=model, to_mni=phantom.to_mni)
     assert floors == [segment.GROW_MIN_PROB, 0.1, 0.3]
     for bad in (0.0, 1.0):
-        with pytest.raises(ArgumentError, match="--grow-min-prob"):
+        with pytest.raises(ValueError, match="^grow_min_prob: must lie in"):
             wmh.WmhConfig(grow_min_prob=bad)
 
 
@@ -298,8 +298,9 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_weights, capsys
 def test_growth_follows_the_trim_unless_asked():
     assert wmh.WmhConfig().grow is True and wmh.WmhConfig(pv_trim=False).grow is False
     assert wmh.WmhConfig(grow=False).grow is False
-    with pytest.raises(ArgumentError, match="--grow"):
+    with pytest.raises(ValueError, match="^grow: ") as caught:
         wmh.WmhConfig(pv_trim=False, grow=True)
+    assert not isinstance(caught.value, ArgumentError) and caught.value.field == "grow"
 
 
 def test_cli_grow_without_the_trim_exits_2(tmp_path, capsys):
@@ -431,6 +432,15 @@ def test_cli_train_on_user_pairs(tmp_path, capsys):
                  "--phantoms", "2", *common]) == 2
     assert "0 phantoms from seed 1000 and pairs pairs.tsv" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+    # The card holds its subjects as JSON; a card from before that is read from its command line.
+    first = torch.load(out / "wmh_t1_step1.pt", weights_only=True)
+    assert first["card"]["subjects"] == {"phantoms": 0, "seed_start": 1000, "pairs": str(tmp_path / "pairs.tsv")}
+    assert '"seed_start": 1000' in (out / "wmh_t1.md").read_text()
+    del first["card"]["subjects"]
+    torch.save(first, tmp_path / "old_card.pt")
+    assert main(["wmh", "train", "--out", str(tmp_path / "other"), "--first-step", str(tmp_path / "old_card.pt"),
+                 "--phantoms", "2", *common]) == 2
+    assert "was trained on 0 phantoms from seed 1000 and pairs pairs.tsv" in capsys.readouterr().err
     # A second step retrained on the first one: the card names both commands, the first step keeps its own.
     again = tmp_path / "again"
     assert main(["wmh", "train", "--out", str(again), "--first-step", str(out / "wmh_t1_step1.pt"),

@@ -65,3 +65,27 @@ def test_shipped_weights_load_with_their_card():
     assert model.card["command"].startswith("mrinets wmh train ")
     assert "held_out" in model.card and model.patch_size == (64, 64, 40)
     assert wmh.DEFAULT_WEIGHTS.stat().st_size < 10 * 1024**2
+
+
+def test_shipped_weights_give_the_same_logits_to_the_bit():
+    """The network modules' split (network.py out of model.py) left what the shipped weights answer unchanged.
+
+    The digest was taken at commit 3ad1ebc, before the split, on this input, one thread.
+    """
+    import hashlib
+
+    import torch
+
+    from mrinets.pipelines.wmh.segment import box_logits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rng = np.random.default_rng(0)
+        box = np.clip(1 + 0.1 * rng.standard_normal((64, 64, 40)), 0, 2).astype(np.float32)
+        box[20:30, 20:30, 10:20] = 0.5
+        logits = box_logits(wmh.load_model(), box, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    digest = hashlib.sha256(np.ascontiguousarray(logits, np.float32).tobytes()).hexdigest()
+    assert digest == "759c55da377fde3814e561ae3a39b92d5be98ebbfafa3c6b7b019e681728e2c3"

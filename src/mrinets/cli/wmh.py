@@ -127,9 +127,9 @@ def _predict(args: argparse.Namespace) -> int:
     from mrinets.pipelines import wmh
     from mrinets.preprocess.mask import user_brain_mask
 
-    config = wmh.WmhConfig(weights=args.weights, threshold=args.threshold, method=args.method,
-                           baseline_k=args.baseline_k, device=args.device, flip=not args.no_flip,
-                           pv_trim=not args.no_pv_trim, grow=args.grow, grow_min_prob=args.grow_min_prob)
+    config = _config(weights=args.weights, threshold=args.threshold, method=args.method,
+                     baseline_k=args.baseline_k, device=args.device, flip=not args.no_flip,
+                     pv_trim=not args.no_pv_trim, grow=args.grow, grow_min_prob=args.grow_min_prob)
     images = [load(path, ndim=3) for path in args.t1]
     if args.brain_mask is not None and len(args.brain_mask) != len(images):
         raise ArgumentError("--brain-mask", f"{len(args.brain_mask)} mask(s) for {len(images)} T1(s); give one per T1")
@@ -158,6 +158,23 @@ def _predict(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"mrinets wmh: wrote {count} files to {out}")
     return 0
+
+
+# WmhConfig's fields as ``mrinets wmh predict`` spells them.
+_FLAGS = {"threshold": "--threshold", "method": "--method", "baseline_k": "--baseline-k",
+          "grow_min_prob": "--grow-min-prob", "grow": "--grow"}
+
+
+def _config(**fields):
+    """:class:`WmhConfig` of the flags; a field it refuses is reported under its flag (exit 2)."""
+    from mrinets.errors import ArgumentError
+    from mrinets.pipelines.wmh.segment import ConfigError, WmhConfig
+
+    try:
+        return WmhConfig(**fields)
+    except ConfigError as exc:
+        problem = exc.problem.replace("pv_trim=False", "--no-pv-trim")
+        raise ArgumentError(_FLAGS.get(exc.field, exc.field), problem) from None
 
 
 def _read_pairs(path: str) -> list[tuple[str, str]]:
@@ -191,7 +208,7 @@ def _train(args: argparse.Namespace) -> int:
         raise ArgumentError("--tilt", "needs the super-resolution loss (the naive labels are not carried along)")
     if args.phantoms == 0 and not args.pairs:
         raise ArgumentError("mrinets wmh train", "give --phantoms N and/or --pairs TSV")
-    wmh.WmhConfig(grow_min_prob=args.grow_min_prob)  # predict's check of the value, before hours of training
+    _config(grow_min_prob=args.grow_min_prob)  # predict's check of the value, before hours of training
     config = wmh.WmhTrainConfig(loss=args.loss, epochs=args.epochs, samples_per_subject=args.samples_per_subject,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, two_step=not args.one_step,
                                 recalibrate=not args.no_recalibrate, second_temperature=args.second_temperature,
@@ -216,7 +233,8 @@ def _train(args: argparse.Namespace) -> int:
     if set(seeds) & set(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + args.test_phantoms)):
         raise ArgumentError("--seed-start", "training seeds overlap the held-out test seeds")
     # The first step is kept as soon as it exists (the ablation benchmark scores it, and a stop loses less).
-    first_card = first.card if first is not None else {"command": "first step of: " + command}
+    first_card = first.card if first is not None else {"command": "first step of: " + command,
+                                                         "subjects": _subjects(args)}
 
     def save_first(first_model):
         wmh.save_weights(first_model, config, out / "wmh_t1_step1.pt", first_card)
@@ -225,7 +243,7 @@ def _train(args: argparse.Namespace) -> int:
                                  on_first=save_first if config.two_step else None)
     card = {"command": command, "first_step_command": first_card["command"].removeprefix("first step of: "),
             "earlier_first_step_commands": _earlier_first_steps(first_card),
-            "train_seconds": report["train_seconds"], "config": report["config"],
+            "train_seconds": report["train_seconds"], "config": report["config"], "subjects": _subjects(args),
             "dropped_by_two_step": report.get("dropped", []), "n_subjects": len(subjects),
             "label_recalibration": report.get("recalibration", {}),
             "mask_thresholds": report.get("mask_thresholds", {})}
@@ -297,20 +315,28 @@ def _load_first_step(path: str, config, args: argparse.Namespace):
     command = model.card.get("command", "").removeprefix("first step of: ")
     if tuple(model.patch_size) != config.patch_size or not command.startswith("mrinets wmh train "):
         raise ArgumentError("--first-step", f"{path} is not a network saved by `mrinets wmh train`")
-    # Its labels are fitted against that network, so it must have been trained on the same subjects.
-    subjects = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    subjects.add_argument("--phantoms", type=int, default=0)
-    subjects.add_argument("--seed-start", type=int, default=1000)
-    subjects.add_argument("--pairs")
-    theirs = subjects.parse_known_args(shlex.split(command.removeprefix("mrinets wmh train ")))[0]
+    # Its labels are fitted against that network, so it must have been trained on the same subjects. Cards
+    # written before they held the subjects as JSON give them only in their command line.
+    theirs = model.card.get("subjects")
+    if theirs is None:
+        subjects = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        subjects.add_argument("--phantoms", type=int, default=0)
+        subjects.add_argument("--seed-start", type=int, default=1000)
+        subjects.add_argument("--pairs")
+        theirs = _subjects(subjects.parse_known_args(shlex.split(command.removeprefix("mrinets wmh train ")))[0])
 
-    def who(a) -> str:
-        pairs = f" and pairs {Path(a.pairs).name}" if a.pairs else ""
-        return f"{a.phantoms} phantoms from seed {a.seed_start}{pairs}"
+    def who(a: dict) -> str:
+        pairs = f" and pairs {Path(a['pairs']).name}" if a.get("pairs") else ""
+        return f"{a['phantoms']} phantoms from seed {a['seed_start']}{pairs}"
 
-    if who(theirs) != who(args):
-        raise ArgumentError("--first-step", f"{path} was trained on {who(theirs)}, this run on {who(args)}")
+    if who(theirs) != who(_subjects(args)):
+        raise ArgumentError("--first-step", f"{path} was trained on {who(theirs)}, this run on {who(_subjects(args))}")
     return model
+
+
+def _subjects(args: argparse.Namespace) -> dict:
+    """The training subjects of a ``train`` run, as the model card stores them (JSON)."""
+    return {"phantoms": args.phantoms, "seed_start": args.seed_start, "pairs": args.pairs}
 
 
 def _model_card(card: dict) -> str:
@@ -337,7 +363,8 @@ def _model_card(card: dict) -> str:
              "file from `mrinets wmh train`. Loaded with `torch.load(..., weights_only=True)`.",
              f"`predict` grows the mask into voxels these weights give at least {card_grow_min_prob(card):g}"
              + (" (`--grow-min-prob` of the command above)." if "grow_min_prob" in card else "."), "",
-             "## Configuration", "", "```json", json.dumps(card["config"], indent=2), "```", ""]
+             "## Configuration", "", "```json", json.dumps(card["config"], indent=2), "```", "",
+             *_subject_lines(card)]
     if "held_out" in card:
         # Cards written before the overlap was recorded were scored with 0.25 along every axis.
         overlap = " x ".join(f"{v:g}" for v in card.get("held_out_window_overlap", (0.25,) * 3))
@@ -360,6 +387,12 @@ def _model_card(card: dict) -> str:
               "Trained on synthetic subjects only (MNI152 anatomy under smooth deformations with drawn lesions);",
               "real scans differ in contrast, lesion shape and artefacts. Check the QC pictures.", ""]
     return "\n".join(lines)
+
+
+def _subject_lines(card: dict) -> list[str]:
+    if "subjects" not in card:
+        return []
+    return ["## Training subjects", "", "```json", json.dumps(card["subjects"], indent=2), "```", ""]
 
 
 def _first_step_lines(card: dict) -> list[str]:
@@ -406,24 +439,13 @@ def _recalibration_lines(fits: dict, on_mask: dict) -> list[str]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from mrinets.errors import ArgumentError
     from mrinets.io import write_json
-    from mrinets.io.nifti import check_same_grid, load
-    from mrinets.metrics.segmentation import volume_agreement
-    from mrinets.pipelines.wmh import score_masks
+    from mrinets.pipelines import wmh
 
     if len(args.pred) != len(args.truth):
         raise ArgumentError("--truth", f"{len(args.pred)} predictions but {len(args.truth)} truths")
-    rows = []
-    for pred_path, truth_path in zip(args.pred, args.truth):
-        pred, truth = load(pred_path, ndim=3, allow_empty=True), load(truth_path, ndim=3, allow_empty=True)
-        check_same_grid(pred, truth)
-        voxel_ml = float(np.prod(pred.voxel_size)) / 1000.0
-        rows.append({"pred": str(pred_path), **score_masks(pred.data > 0.5, truth.data > 0.5, voxel_ml)})
-    scores = {"subjects": rows, "dice_mean": float(np.mean([r["dice"] for r in rows])),
-              "volume": volume_agreement([r["pred_ml"] for r in rows], [r["true_ml"] for r in rows])}
+    scores = wmh.evaluate(args.pred, args.truth)
     if args.out:
         write_json(args.out, scores)
     json.dump(scores, sys.stdout, indent=2)

@@ -1,9 +1,11 @@
 """White-matter hypointensities on 3D T1, taught from thick-slice 2D FLAIR labels (deep-T1-WMH).
 
-Faces: :func:`predict` (one T1 -> :class:`WmhResult`), :func:`train` (phantoms or
-user T1 + FLAIR-label pairs -> weights file and model card) and
-:func:`evaluate_phantoms` (held-out phantoms scored at 1 mm against their
-high-resolution truth, network beside the classic intensity baseline).
+Faces: :func:`predict` (one T1, an Image or a path -> :class:`Result` with
+``.save(outdir)``), :func:`train` (phantoms or user T1 + FLAIR-label pairs ->
+network and report; ``mrinets wmh train`` adds the weights file and model card)
+and :func:`evaluate` (predicted masks against true ones, or held-out phantoms
+scored at 1 mm against their high-resolution truth, network beside the classic
+intensity baseline: :func:`evaluate_phantoms`).
 
 References
 ----------
@@ -28,17 +30,19 @@ from mrinets.io.nifti import from_array, load
 from mrinets.metrics.segmentation import ERROR_KINDS, dice, lesion_detection, volume_agreement
 from mrinets.pipelines.wmh.data import TrainingSubject, prepare_subject
 from mrinets.pipelines.wmh.model import LOSSES, WmhTrainConfig, train_two_step
-from mrinets.pipelines.wmh.segment import (DEFAULT_WEIGHTS, OUTPUT_SUFFIXES, PREDICT_OVERLAP, WmhConfig, WmhModel,
-                                           WmhResult, bids_output_names, load_model, measures_table, output_names,
-                                           predict)
+from mrinets.pipelines.wmh.segment import (DEFAULT_WEIGHTS, OUTPUT_SUFFIXES, PREDICT_OVERLAP, ConfigError, WmhConfig,
+                                           WmhModel, WmhResult, bids_output_names, load_model, measures_table,
+                                           output_names, predict)
 
-__all__ = ["WmhConfig", "WmhResult", "WmhModel", "WmhTrainConfig", "LOSSES", "predict", "predict_and_save",
-           "load_model", "train", "phantom_subject", "phantom_subjects", "pair_subject", "evaluate_phantoms",
-           "score_masks", "save_weights", "measures_table",
+__all__ = ["WmhConfig", "ConfigError", "Result", "WmhResult", "WmhModel", "WmhTrainConfig", "LOSSES", "predict",
+           "predict_and_save", "load_model", "train", "evaluate", "phantom_subject", "phantom_subjects",
+           "pair_subject", "evaluate_phantoms", "score_masks", "save_weights", "measures_table",
            "output_names", "bids_output_names", "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES", "TRAIN_CROP",
            "TEST_SEED_START"]
 
 log = logging.getLogger(__name__)
+
+Result = WmhResult
 
 # MNI voxels around the network box (plus the warp's reach): training phantoms need nothing else.
 TRAIN_CROP = ((0, 197), (10, 225), (30, 160))
@@ -186,3 +190,37 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
         }
     return {"seeds": list(seeds), "mirror_pass": flip, "window_overlap": list(PREDICT_OVERLAP),
             "pv_trim": pv_trim, "grow": grow, "summary": summary, "subjects": per_subject}
+
+
+def evaluate(pred=None, truth=None, *, phantoms: Sequence[int] | None = None,
+             models: dict[str, WmhModel] | None = None, **phantom_options) -> dict:
+    """Score lesion masks against the truth: given ones, or this pipeline's on held-out phantoms.
+
+    With ``pred`` and ``truth`` (a mask or a sequence of them, each an Image
+    or a NIfTI path, pairs on one grid): each pair's :func:`score_masks`, the
+    mean Dice and the volume agreement (what ``mrinets wmh evaluate`` prints).
+    With ``phantoms`` (seeds): :func:`evaluate_phantoms` of ``models``
+    (default: the shipped network) with ``phantom_options``.
+    """
+    from mrinets.io.nifti import Image, check_same_grid
+
+    if phantoms is not None:
+        if pred is not None or truth is not None:
+            raise ValueError("give either pred and truth, or phantoms")
+        return evaluate_phantoms(models or {"network": load_model()}, phantoms, **phantom_options)
+    if pred is None or truth is None:
+        raise ValueError("give pred and truth (masks), or phantoms (seeds)")
+    preds = [pred] if isinstance(pred, (str, Path, Image)) else list(pred)
+    truths = [truth] if isinstance(truth, (str, Path, Image)) else list(truth)
+    if len(preds) != len(truths):
+        raise ValueError(f"truth: {len(preds)} predictions but {len(truths)} truths")
+    rows = []
+    for p, t in zip(preds, truths):
+        p_img = p if isinstance(p, Image) else load(p, ndim=3, allow_empty=True)
+        t_img = t if isinstance(t, Image) else load(t, ndim=3, allow_empty=True)
+        check_same_grid(p_img, t_img)
+        voxel_ml = float(np.prod(p_img.voxel_size)) / 1000.0
+        name = str(p_img.path) if p_img.path is not None else p_img.name
+        rows.append({"pred": name, **score_masks(p_img.data > 0.5, t_img.data > 0.5, voxel_ml)})
+    return {"subjects": rows, "dice_mean": float(np.mean([r["dice"] for r in rows])),
+            "volume": volume_agreement([r["pred_ml"] for r in rows], [r["true_ml"] for r in rows])}

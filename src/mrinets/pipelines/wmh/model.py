@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 from scipy import ndimage, optimize
-from torch import nn
 
 from mrinets.data.phantoms.head import rotation_matrix
 from mrinets.metrics.segmentation import dice
@@ -16,8 +15,9 @@ from mrinets.nets.unet3d import UNet3D
 from mrinets.pipelines.wmh.data import (NaiveLabelPatches, SliceLabelPatches, TrainingSubject,
                                         label_voxels_in_brain)
 from mrinets.pipelines.wmh.grid import GRID_AFFINE
+from mrinets.pipelines.wmh.network import build_network, predict_grid, predict_logits
+from mrinets.pipelines.wmh.segment import WmhModel, box_mask
 from mrinets.training.engine import TrainConfig, Trainer
-from mrinets.training.inference import predict_volume
 from mrinets.training.losses import segmentation_loss, super_resolution_loss
 
 __all__ = ["WmhTrainConfig", "build_network", "train_network", "train_two_step", "predict_grid",
@@ -81,31 +81,6 @@ class WmhTrainConfig:
                 raise ValueError(f"{name} needs the label fit (recalibrate)")
         if not self.temperature > 0 or (self.second_temperature is not None and not self.second_temperature > 0):
             raise ValueError("temperatures must be positive")
-
-
-def build_network(channels) -> UNet3D:
-    """The 3D U-Net, its output bias set to a 2 % lesion prior.
-
-    Lesions fill about 1 % of a patch; starting from p = 0.5 everywhere the
-    network spends hundreds of steps unlearning false positives before it
-    looks for lesions (the prior initialisation of Lin et al., focal loss, 2017).
-    """
-    net = UNet3D(in_channels=1, out_channels=1, channels=tuple(channels), strides=(2,) * (len(channels) - 1),
-                 num_res_units=1, norm="instance")
-    last = [m for m in net.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) and m.out_channels == 1][-1]
-    nn.init.constant_(last.bias, -4.0)
-    return net
-
-
-def predict_logits(model: torch.nn.Module, image: np.ndarray, patch_size, device: str = "cpu",
-                   overlap: float | tuple[float, float, float] = 0.25) -> np.ndarray:
-    """Lesion logits in the box (sliding windows, Gaussian blending; ``overlap`` per axis or for all)."""
-    return predict_volume(model, image, roi_size=patch_size, overlap=overlap, sw_batch_size=2, device=device)[0]
-
-
-def predict_grid(model: torch.nn.Module, image: np.ndarray, patch_size, device: str = "cpu") -> np.ndarray:
-    """Lesion probability in the box."""
-    return (1.0 / (1.0 + np.exp(-predict_logits(model, image, patch_size, device)))).astype(np.float32)
 
 
 def acquire_label(prob: np.ndarray, subject: TrainingSubject, idx: np.ndarray,
@@ -295,9 +270,6 @@ def train_network(subjects: list[TrainingSubject], config: WmhTrainConfig, *, sa
 def _first_masks(first: UNet3D, subjects: list[TrainingSubject], config: WmhTrainConfig) -> list[np.ndarray | None]:
     """The first model's mask as ``predict`` makes it, one per subject (None for dropped subjects, never trained on)."""
     from rich.progress import track
-
-    # segment.py imports this module.
-    from mrinets.pipelines.wmh.segment import WmhModel, box_mask
 
     model = WmhModel(first, config.patch_size, {})
     return [box_mask(model, s.image) if s.weight > 0 else None

@@ -18,10 +18,10 @@ from mrinets.io.nifti import Image, save
 from mrinets.physics.sampling import affine_resample
 from mrinets.pipelines.wmh.grid import (csf_reference, from_grid, grid_masks, grid_search, grid_wm, normalise, to_grid,
                                         wm_reference)
-from mrinets.pipelines.wmh.model import build_network, predict_logits
+from mrinets.pipelines.wmh.network import build_network, predict_logits
 from mrinets.training.engine import load_checkpoint
 
-__all__ = ["WmhConfig", "WmhResult", "WmhModel", "load_model", "predict", "box_logits", "baseline_grid",
+__all__ = ["WmhConfig", "ConfigError", "WmhResult", "WmhModel", "load_model", "predict", "box_logits", "baseline_grid",
            "box_mask", "pv_band", "trim_partial_volume", "grow_in_white_matter", "card_grow_min_prob", "measures_table",
            "output_names", "bids_output_names", "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES"]
 
@@ -46,9 +46,17 @@ PV_LESION_SHARE = 0.55
 GROW_STEPS, GROW_MIN_PROB, GROW_MIN_WM = 5, 0.01, 0.5
 
 
+class ConfigError(ValueError):
+    """A :class:`WmhConfig` field out of range: ``field`` names it (the CLI maps it to its flag)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"{field}: {problem}")
+
+
 @dataclass
 class WmhConfig:
-    """Options of ``mrinets wmh predict``."""
+    """Options of ``mrinets wmh predict``; a field out of range raises :class:`ConfigError` (a ValueError)."""
 
     weights: str | None = None
     threshold: float = 0.5
@@ -64,15 +72,15 @@ class WmhConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
-            raise ArgumentError("--threshold", f"must lie in (0, 1), got {self.threshold:g}")
+            raise ConfigError("threshold", f"must lie in (0, 1), got {self.threshold:g}")
         if self.method not in ("network", "baseline"):
-            raise ArgumentError("--method", f"must be network or baseline, got {self.method!r}")
+            raise ConfigError("method", f"must be network or baseline, got {self.method!r}")
         if not self.baseline_k > 0:
-            raise ArgumentError("--baseline-k", f"must be positive, got {self.baseline_k:g}")
+            raise ConfigError("baseline_k", f"must be positive, got {self.baseline_k:g}")
         if self.grow_min_prob is not None and not 0 < self.grow_min_prob < 1:
-            raise ArgumentError("--grow-min-prob", f"must lie in (0, 1), got {self.grow_min_prob:g}")
+            raise ConfigError("grow_min_prob", f"must lie in (0, 1), got {self.grow_min_prob:g}")
         if self.grow and not self.pv_trim:
-            raise ArgumentError("--grow", "grows the trimmed mask; it cannot go with --no-pv-trim")
+            raise ConfigError("grow", "grows the trimmed mask; it cannot go with pv_trim=False")
         if self.grow is None:
             self.grow = self.pv_trim
 
@@ -321,9 +329,9 @@ def box_mask(model: WmhModel, box: np.ndarray, *, device: str = "cpu") -> np.nda
     return grow_in_white_matter(mask, prob, box, grid_wm(), csf, min_prob=model.grow_min_prob)
 
 
-def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | None = None,
-            to_mni: np.ndarray | None = None, brain_mask: Image | None = None) -> WmhResult:
-    """Lesion probability, mask, regions and volumes of one T1, on its own grid.
+def predict(t1: Image | str | Path, config: WmhConfig | None = None, *, model: WmhModel | None = None,
+            to_mni: np.ndarray | None = None, brain_mask: Image | str | Path | None = None) -> WmhResult:
+    """Lesion probability, mask, regions and volumes of one T1 (an Image or a NIfTI path), on its own grid.
 
     The T1 may be a head (with or without neck) or skull-stripped, in scanner
     or MNI space; the measures' ``input_kind`` says which was found.
@@ -339,6 +347,12 @@ def predict(t1: Image, config: WmhConfig | None = None, *, model: WmhModel | Non
     from mrinets.preprocess.register import input_kind, register_to_mni
     from mrinets.training.engine import resolve_device
 
+    from mrinets.io.nifti import load
+
+    if not isinstance(t1, Image):
+        t1 = load(t1, ndim=3)
+    if brain_mask is not None and not isinstance(brain_mask, Image):
+        brain_mask = load(brain_mask, ndim=3, allow_empty=True)
     config = config or WmhConfig()
     score = float("nan")
     inside = None if brain_mask is None else user_brain_mask(brain_mask, t1)

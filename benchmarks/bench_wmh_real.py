@@ -1,0 +1,110 @@
+"""WMH on the real MS patient: the network beside the classic baseline, time, and how its lesions look on T1.
+
+The patient (../shared/reference/ms-lesion-t1: skull-stripped, N4-corrected,
+registered to MNI at 1 mm, LAS, values slightly negative at the brain edge;
+consensus lesion mask drawn on FLAIR by several raters) goes through
+``mrinets wmh predict`` as it is shipped, once with the network and once with
+the classic k-sigma baseline, each a fresh process (wall and CPU seconds; the
+machine is shared, so CPU time is the steadier figure). ``mrinets wmh
+evaluate`` scores both masks against the consensus. The last table measures
+the lesions' T1 contrast (T1 over the template's core white-matter median, as
+``predict`` scales it) on the patient and on held-out phantoms.
+
+Run: ``python benchmarks/bench_wmh_real.py [--phantoms 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PATIENT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ms-lesion-t1"
+TARGET_SECONDS = 25.0
+
+
+def _run(argv: list[str]) -> tuple[float, float, str]:
+    """Wall and CPU seconds (children's user + system) of one fresh ``mrinets`` process, and its stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "mrinets.cli", *argv], check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), done.stdout
+
+
+def _levels(t1: np.ndarray, affine: np.ndarray, lesion: np.ndarray, to_mni: np.ndarray) -> dict:
+    """Median T1 of lesion, lesion core, normal white matter, grey matter and ventricles over the white-matter median."""
+    from scipy import ndimage
+
+    from mrinets.data.templates import load_mni
+    from mrinets.pipelines.wmh.grid import GRID_AFFINE, GRID_SHAPE, csf_reference, grid_wm, to_grid, wm_reference
+    from mrinets.physics.sampling import affine_resample
+
+    box = to_grid(t1, affine, to_mni)
+    lesion_box = to_grid(lesion.astype(np.float32), affine, to_mni) > 0.5
+    reference = wm_reference(box)
+    mni = load_mni()
+    gm = affine_resample(mni.gm.data, mni.affine, GRID_AFFINE, GRID_SHAPE) > 0.7
+    wm = (grid_wm() > 0.9) & ~ndimage.binary_dilation(lesion_box, iterations=2)
+    scaled = box / reference
+    core = ndimage.binary_erosion(lesion_box)
+    return {"lesion": float(np.median(scaled[lesion_box])), "lesion core": float(np.median(scaled[core])),
+            "lesion p90": float(np.percentile(scaled[lesion_box], 90)), "white matter": float(np.median(scaled[wm])),
+            "grey matter": float(np.median(scaled[gm & ~lesion_box])),
+            "ventricles": csf_reference(box) / reference, "lesion mL": float(lesion.sum()) / 1000.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phantoms", type=int, default=3, help="held-out phantoms (seeds from 900000) for contrast")
+    args = parser.parse_args()
+    if not PATIENT.is_dir():
+        sys.exit(f"{PATIENT} is absent: this benchmark needs ../shared/reference")
+    t1, truth = PATIENT / "T1.nii.gz", PATIENT / "consensus_gt.nii.gz"
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in ("network", "baseline"):
+            out = Path(tmp) / method
+            wall, cpu, _ = _run(["wmh", "predict", str(t1), "--out", str(out), "--method", method, "--quiet"])
+            _, _, text = _run(["wmh", "evaluate", "--pred", str(out / "T1_wmh_mask.nii.gz"), "--truth", str(truth)])
+            measures = next(csv.DictReader(open(out / "T1_wmh.csv")))
+            rows[method] = {"wall": wall, "cpu": cpu, **json.loads(text)["subjects"][0],
+                            "input_kind": measures["input_kind"]}
+    truth_ml = rows["network"]["true_ml"]
+    print(f"mrinets wmh predict {t1} (input_kind {rows['network']['input_kind']}), scored by mrinets wmh evaluate "
+          f"against the consensus ({truth_ml:.2f} mL)")
+    print(f"{'method':10}{'wall s':>8}{'CPU s':>8}{'Dice':>7}{'lesion TPR':>12}{'lesion FPR':>12}{'volume mL':>11}"
+          f"{'missed mL':>11}{'FP lesion mL':>14}")
+    for method, r in rows.items():
+        print(f"{method:10}{r['wall']:>8.1f}{r['cpu']:>8.1f}{r['dice']:>7.3f}{r['tpr']:>12.2f}{r['fpr']:>12.2f}"
+              f"{r['pred_ml']:>11.2f}{r['missed_ml']:>11.2f}{r['fp_lesion_ml']:>14.2f}")
+    print(f"targets: wall <= {TARGET_SECONDS:g} s; volume within 50 % of {truth_ml:.2f} mL; "
+          f"Dice >= baseline + 0.15 = {rows['baseline']['dice'] + 0.15:.3f}")
+
+    from mrinets.data.phantoms.wmh import make_wmh_subject
+    from mrinets.io import load
+    from mrinets.preprocess.register import register_to_mni
+
+    image, lesion = load(t1), load(truth, allow_empty=True).data > 0.5
+    levels = {"MS patient (consensus)": _levels(image.data, image.affine, lesion, register_to_mni(image).matrix)}
+    for seed in range(900_000, 900_000 + args.phantoms):
+        p = make_wmh_subject(seed)
+        levels[f"phantom {seed} (truth)"] = _levels(p.t1, p.t1_affine, p.truth_mask, p.to_mni)
+    names = list(next(iter(levels.values())))
+    print("\nT1 over the template's core white-matter median (medians)")
+    print(f"{'':26}" + "".join(f"{n:>14}" for n in names))
+    for who, v in levels.items():
+        print(f"{who:26}" + "".join(f"{v[n]:>14.2f}" for n in names))
+
+
+if __name__ == "__main__":
+    main()
