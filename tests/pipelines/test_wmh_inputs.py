@@ -39,14 +39,21 @@ def _row(path):
 
 
 def test_stripped_mni_space_t1_is_predicted_and_its_kind_reported(stripped, tiny_weights, tmp_path):
+    """Through the Python faces: predict takes a path and gives a Result that saves; evaluate scores masks."""
     out = tmp_path / "out"
-    assert main(["wmh", "predict", str(stripped), "--weights", str(tiny_weights), "--out", str(out), "--quiet",
-                 "--device", "cpu", "--no-qc", "--no-flip"]) == 0
+    result = wmh.predict(str(stripped), wmh.WmhConfig(weights=str(tiny_weights), device="cpu", flip=False))
+    assert isinstance(result, wmh.Result)
+    result.save(out, qc=False)
     row = _row(out / "stripped_wmh.csv")
     assert row["input_kind"] == "skull-stripped+mni-space" and row["brain_mask"] == "ours"
     assert float(row["registration_score"]) > 0.9
     prob = nib.load(out / "stripped_wmh_prob.nii.gz")
     assert nib.aff2axcodes(prob.affine) == ("L", "A", "S") and prob.shape == nib.load(stripped).shape
+    mask = out / "stripped_wmh_mask.nii.gz"
+    scores = wmh.evaluate(mask, stripped)["subjects"][0]
+    assert scores["true_ml"] > 1000 and scores["pred_ml"] == pytest.approx(float(row["wmh_total_ml"]), rel=1e-3)
+    with pytest.raises(ValueError, match="either"):
+        wmh.evaluate(mask, stripped, phantoms=[1])
 
 
 def test_users_brain_mask_is_used(stripped, tiny_weights, tmp_path):
