@@ -45,8 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=_predict)
 
-    def training(p: argparse.ArgumentParser, lr_help: str = "learning rate (default 2e-3)") -> None:
-        p.add_argument("--out", required=True, help="output folder")
+    def training(p: argparse.ArgumentParser, lr_help: str = "learning rate (default 2e-3)",
+                 out_help: str = "output folder") -> None:
+        p.add_argument("--out", required=True, help=out_help)
         p.add_argument("--epochs", type=positive_int, default=30)
         p.add_argument("--batch-size", type=positive_int, default=256)
         p.add_argument("--lr", type=positive_float, help=lr_help)
@@ -54,15 +55,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--device", default="auto", help="auto, cpu or cuda")
         add_common(p)
 
-    t = cmds.add_parser("pretrain", help="pretrain on auxiliary high-quality phantoms brought to the target scheme",
+    t = cmds.add_parser("pretrain", help="pretrain on auxiliary high-quality phantoms brought to a scheme (yours: "
+                        "--scheme-from BVAL BVEC)",
                         description="Auxiliary subjects (1.5 mm, 3 shells x 64 directions) are averaged into 3 mm "
                         "voxels, fitted on their own scheme (targets) and interpolated in q-space onto the "
-                        "network's scheme, then re-acquired with the target scans' noise (inputs). Writes "
-                        "pretrained.pt.")
+                        "network's scheme, then re-acquired with the target scans' noise (inputs). The scheme is "
+                        "the default network's (b1500/b2500), a registry scheme (--scheme) or your own "
+                        "(--scheme-from). Writes the weights (--out FILE.pt, or OUT/pretrained.pt for a folder) "
+                        "with a model card beside them; predict uses them with --weights.")
     t.add_argument("--subjects", type=positive_int, default=6, help="auxiliary phantoms")
     t.add_argument("--clean-inputs", action="store_true",
                    help="keep the interpolated signals as they are (no re-acquisition with the target noise)")
-    training(t)
+    which = t.add_mutually_exclusive_group()
+    which.add_argument("--scheme", choices=sorted(_registry()), help="a scheme of the shipped registry")
+    which.add_argument("--scheme-from", nargs=2, metavar=("BVAL", "BVEC"),
+                       help="FSL b-values and b-vectors of your acquisition: the network reads its volumes")
+    t.add_argument("--test-subjects", type=nonnegative_int, default=0,
+                   help="held-out target phantoms scanned on the scheme, scored against the truth beside the "
+                        "model fit of the same scans (in the card)")
+    t.add_argument("--crop", type=nonnegative_int, nargs=6, metavar=("X0", "X1", "Y0", "Y1", "Z0", "Z1"),
+                   help="build only this box of the phantoms (MNI152 1 mm voxels): quick trials")
+    training(t, out_help="weights file FILE.pt (card FILE.md beside it) or an output folder")
     t.set_defaults(func=_pretrain)
 
     n = cmds.add_parser("finetune", help="fine-tune (or train from scratch) on K target subjects",
@@ -96,6 +109,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_evaluate)
 
 
+def _registry() -> list[str]:
+    from mrinets.pipelines.microstructure.schemes import REGISTRY
+
+    return list(REGISTRY)
+
+
 def _inputs(args: argparse.Namespace):
     from mrinets.pipelines import microstructure as ms
 
@@ -109,8 +128,10 @@ def _save(result, args: argparse.Namespace) -> int:
     paths = result.save(args.out, qc=not args.no_qc)
     if not args.quiet:
         print(f"mrinets microstructure: wrote {len(paths)} files to {args.out}")
-        if result.measures.get("resampled"):
+        if result.measures["method"] == "network":  # a fallback to the fit was already logged as a warning
             print(f"note: {result.measures['scheme_note']}")
+        if "warning" in result.measures:
+            print(f"warning: {result.measures['warning']}")
     return 0
 
 
@@ -144,23 +165,68 @@ def _command(action: str, args: argparse.Namespace, extra: list[str]) -> str:
     return f"mrinets microstructure {action} " + " ".join(shlex.quote(a) for a in argv)
 
 
+def _pretrain_scheme(args: argparse.Namespace):
+    """The network's scheme, a label for the card and the command-line words that name it."""
+    from mrinets.errors import ArgumentError, DimensionError
+    from mrinets.pipelines.microstructure import experiment
+    from mrinets.pipelines.microstructure.data import target_scheme
+    from mrinets.pipelines.microstructure.schemes import REGISTRY, spec_scheme
+    from mrinets.physics.diffusion import GradientScheme
+
+    if args.scheme:
+        return spec_scheme(REGISTRY[args.scheme]), f"registry scheme {args.scheme}", ["--scheme", args.scheme]
+    if not args.scheme_from:
+        return target_scheme(), "registry scheme b1500-b2500", []
+    bval, bvec = args.scheme_from
+    scheme = GradientScheme.from_files(bval, bvec)
+    if int((~scheme.b0_mask).sum()) < 6:
+        raise DimensionError(bval, f"has {int((~scheme.b0_mask).sum())} diffusion-weighted volumes; NODDI needs 6 "
+                                   "or more")
+    top = GradientScheme.from_dipy(experiment.AUX_SCHEME).bvals.max()
+    if scheme.bvals.max() > 1.1 * top:
+        raise ArgumentError(bval, f"b-value {scheme.bvals.max():g} lies beyond the auxiliary data's largest "
+                                  f"({top:g} s/mm^2): it cannot be interpolated")
+    return scheme, f"your scheme ({bval}, {bvec})", ["--scheme-from", bval, bvec]
+
+
 def _pretrain(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from mrinets.errors import ArgumentError
-    from mrinets.io import ensure_outdir, write_json
+    from mrinets.io import ensure_outdir, write_json, write_text
     from mrinets.pipelines import microstructure as ms
     from mrinets.pipelines.microstructure import experiment
 
     if args.subjects < 1:
         raise ArgumentError("--subjects", "need at least one auxiliary subject")
-    out = ensure_outdir(args.out)
-    model, report = experiment.pretrain(args.subjects, _fit_config(args),
+    crop = None
+    if args.crop:
+        crop = tuple(zip(args.crop[::2], args.crop[1::2]))
+        if any(b - a < 6 for a, b in crop):
+            raise ArgumentError("--crop", "each range must span 6 voxels or more (X0 < X1, ...)")
+    scheme, label, words = _pretrain_scheme(args)
+    out = Path(args.out)
+    path = out if out.suffix == ".pt" else out / "pretrained.pt"
+    ensure_outdir(path.parent)
+    model, report = experiment.pretrain(args.subjects, _fit_config(args), crop=crop,
+                                        net_config=ms.NetConfig(scheme=scheme.to_dict()),
                                         target_snr=None if args.clean_inputs else experiment.TARGET_SNR)
-    extra = ["--subjects", str(args.subjects)] + (["--clean-inputs"] if args.clean_inputs else [])
+    extra = ["--subjects", str(args.subjects), *words] + (["--clean-inputs"] if args.clean_inputs else [])
+    extra += ["--test-subjects", str(args.test_subjects)] if args.test_subjects else []
+    extra += ["--crop", *map(str, args.crop)] if args.crop else []
     model.card["pretrain"]["command"] = _command("pretrain", args, extra)
-    path = ms.save_model(model, out / "pretrained.pt")
-    write_json(out / "pretrain_report.json", report)
+    model.card["scheme"] = {"label": label, "shells": list(scheme.shells), "n_volumes": scheme.n,
+                            "crop": [list(c) for c in crop] if crop else None}
+    if args.test_subjects:
+        test = [experiment.scheme_subject(experiment.TEST_SEED_START + i, scheme, crop=crop)
+                for i in range(args.test_subjects)]
+        model.card["held_out"] = {"network": experiment.evaluate(model, test, device=args.device),
+                                  "fit_on_low_quality": experiment.evaluate_fit(test)}
+    ms.save_model(model, path)
+    write_json(path.with_name(path.stem + "_report.json"), model.card)
+    write_text(path.with_suffix(".md"), ms.pretrained_card_text(model.card, path.name))
     if not args.quiet:
-        print(f"mrinets microstructure pretrain: wrote {path}")
+        print(f"mrinets microstructure pretrain: wrote {path} and its card {path.with_suffix('.md')}")
     return 0
 
 

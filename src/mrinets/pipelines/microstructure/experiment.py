@@ -30,7 +30,7 @@ from mrinets.pipelines.microstructure.data import (FULL_TARGET_SCHEME, PARAMETER
 from mrinets.pipelines.microstructure.model import FitConfig, NetConfig, predict_ratios, train_network
 
 __all__ = ["AUX_SCHEME", "FULL_TARGET_SCHEME", "TargetSubject", "auxiliary_noise", "auxiliary_set", "target_subject",
-           "target_indices", "score", "fit_scores", "pretrain", "rehearsal_set", "finetune", "evaluate", "evaluate_fit",
+           "target_indices", "scheme_subject", "score", "fit_scores", "pretrain", "rehearsal_set", "finetune", "evaluate", "evaluate_fit",
            "AUX_SEED_START", "TRAIN_SEED_START", "TEST_SEED_START"]
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class TargetSubject:
     mask: np.ndarray
     tissue: np.ndarray
     truth: dict[str, np.ndarray]
-    hq_fit: dict[str, np.ndarray]
+    hq_fit: dict[str, np.ndarray] | None
     affine: np.ndarray
     hq_snr: float = TARGET_SNR
 
@@ -124,13 +124,25 @@ def target_subject(seed: int, *, crop=None, hq_snr: float | None = None) -> Targ
                          affine=truth.affine, hq_snr=TARGET_SNR if hq_snr is None else hq_snr)
 
 
+def scheme_subject(seed: int, scheme: GradientScheme, *, crop=None) -> TargetSubject:
+    """A target-population subject scanned on ``scheme`` (SNR ``TARGET_SNR``): held-out data of a scheme network.
+
+    There is no full scan: such subjects are scored against the truth only.
+    """
+    truth = make_truth(seed, voxel_mm=TARGET_VOXEL_MM, population="target", crop=crop)
+    dwi = simulate_dwi(truth, scheme, snr=TARGET_SNR, rng=np.random.default_rng([seed, 11]), s0=S0)
+    return TargetSubject(seed=seed, lq_dwi=dwi, lq_scheme=scheme, mask=truth.mask, tissue=truth.tissue,
+                         truth={p: getattr(truth, p) for p in PARAMETERS}, hq_fit=None, affine=truth.affine)
+
+
 def score(maps: dict[str, np.ndarray], subject: TargetSubject) -> dict[str, float]:
     """Mean absolute errors in the grey and white matter against the truth and against the full-scan fit."""
     tissue = subject.mask & (subject.tissue >= 2)
     out = {}
     for p in PARAMETERS:
         out[f"mae_{p}"] = float(np.mean(np.abs(maps[p][tissue] - subject.truth[p][tissue])))
-        out[f"mae_hq_{p}"] = float(np.nanmean(np.abs(maps[p][tissue] - subject.hq_fit[p][tissue])))
+        if subject.hq_fit is not None:
+            out[f"mae_hq_{p}"] = float(np.nanmean(np.abs(maps[p][tissue] - subject.hq_fit[p][tissue])))
     out["mae_mean"] = float(np.mean([out[f"mae_{p}"] for p in PARAMETERS]))
     return out
 
@@ -189,6 +201,8 @@ def evaluate(model: MicrostructureModel, subjects: list[TargetSubject], *, devic
     rows = []
     for s in subjects:
         ratio, usable = normalise_dwi(s.lq_dwi, s.lq_scheme, s.mask)
+        if not s.lq_scheme.same_as(model.scheme):
+            ratio = interpolate_ratios(ratio, usable, s.lq_scheme, model.scheme)
         maps = predict_ratios(model.net, ratio, usable, patch=model.config.patch, device=device)
         rows.append({"seed": s.seed, **score(maps, s)})
     return {"subjects": rows, **_mean_rows(rows)}
