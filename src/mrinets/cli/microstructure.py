@@ -223,7 +223,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         model.card["held_out"] = {"network": experiment.evaluate(model, test, device=args.device),
                                   "fit_on_low_quality": experiment.evaluate_fit(test)}
     ms.save_model(model, path)
-    write_json(path.with_name(path.stem + "_report.json"), model.card)
+    if out.suffix != ".pt":  # a weights file gets its card only; a folder its report too, as before
+        write_json(out / "pretrain_report.json", model.card)
     write_text(path.with_suffix(".md"), ms.pretrained_card_text(model.card, path.name))
     if not args.quiet:
         print(f"mrinets microstructure pretrain: wrote {path} and its card {path.with_suffix('.md')}")
