@@ -118,7 +118,7 @@ def load_dwi(dwi: str | Path, bval: str | Path, bvec: str | Path, *, mask: str |
     return image, scheme, mask_image
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=8)  # every network of the registry
 def _cached_model(weights: str | None) -> MicrostructureModel:
     return load_model(weights)
 
@@ -128,8 +128,7 @@ def predict_and_save(dwi: str | Path, bval: str | Path, bvec: str | Path, outdir
                      names: dict[str, str] | None = None) -> list[Path]:
     """Load one DWI, :func:`predict`, save: one subject of a batch (the model is loaded once per process)."""
     image, scheme, mask_image = load_dwi(dwi, bval, bvec, mask=mask)
-    model = _cached_model(config.weights) if config.method == "network" else None
-    return predict(image, scheme, mask_image, config=config, model=model).save(outdir, qc=qc, names=names)
+    return predict(image, scheme, mask_image, config=config).save(outdir, qc=qc, names=names)
 
 
 def bids_output_names(prefix: str) -> dict[str, str]:
