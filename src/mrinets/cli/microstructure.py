@@ -82,7 +82,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         description="Target phantoms (3 mm, clinical population): inputs are the 31-volume "
                         "low-quality scans, targets the reference fit of the full 64-volume scans. Writes "
                         "microstructure_noddi.pt, its model card and a report; --test-subjects scores held-out "
-                        "subjects against the truth, beside the reference fit of the same low-quality scans.")
+                        "subjects against the truth, beside the reference fit of the same low-quality scans. "
+                        "With --init weights of another scheme (pretrain --scheme/--scheme-from), the target "
+                        "phantoms are scanned on that scheme and get a separate full 3-shell research scan whose "
+                        "fit is the target.")
     n.add_argument("--init", help="pretrained weights (omit to train from scratch)")
     n.add_argument("--subjects", type=positive_int, default=1, help="K target training phantoms")
     n.add_argument("--test-subjects", type=nonnegative_int, default=0, help="held-out target phantoms to score")
@@ -97,7 +100,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the target subjects' full scans (the training targets) as a separate acquisition at this "
                         "SNR, e.g. a longer research protocol (default: the low-quality scan is a subset of the "
                         "full scan, both SNR 20)")
-    training(n, "learning rate (default 5e-4 when fine-tuning, 2e-3 from scratch)")
+    n.add_argument("--crop", type=nonnegative_int, nargs=6, metavar=("X0", "X1", "Y0", "Y1", "Z0", "Z1"),
+                   help="build only this box of the phantoms (MNI152 1 mm voxels): quick trials")
+    training(n, "learning rate (default 5e-4 when fine-tuning, 2e-3 from scratch)",
+             "output folder, or a weights file FILE.pt (card FILE.md beside it)")
     n.set_defaults(func=_finetune)
 
     e = cmds.add_parser("evaluate", help="compare NODDI maps with reference maps (MAE and correlation per parameter)")
@@ -189,6 +195,17 @@ def _pretrain_scheme(args: argparse.Namespace):
     return scheme, f"your scheme ({bval}, {bvec})", ["--scheme-from", bval, bvec]
 
 
+def _crop(args: argparse.Namespace):
+    from mrinets.errors import ArgumentError
+
+    if not args.crop:
+        return None
+    crop = tuple(zip(args.crop[::2], args.crop[1::2]))
+    if any(b - a < 6 for a, b in crop):
+        raise ArgumentError("--crop", "each range must span 6 voxels or more (X0 < X1, ...)")
+    return crop
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -199,11 +216,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     if args.subjects < 1:
         raise ArgumentError("--subjects", "need at least one auxiliary subject")
-    crop = None
-    if args.crop:
-        crop = tuple(zip(args.crop[::2], args.crop[1::2]))
-        if any(b - a < 6 for a, b in crop):
-            raise ArgumentError("--crop", "each range must span 6 voxels or more (X0 < X1, ...)")
+    crop = _crop(args)
     scheme, label, words = _pretrain_scheme(args)
     out = Path(args.out)
     path = out if out.suffix == ".pt" else out / "pretrained.pt"
@@ -232,6 +245,8 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from mrinets.errors import ArgumentError
     from mrinets.io import ensure_outdir, write_json, write_text
     from mrinets.pipelines import microstructure as ms
@@ -245,10 +260,19 @@ def _finetune(args: argparse.Namespace) -> int:
         raise ArgumentError("--rehearsal", "the share must be in [0, 1) and --rehearsal-subjects at least 1")
     if args.rehearsal and not args.init:
         raise ArgumentError("--rehearsal", "needs pretrained weights (--init)")
+    crop = _crop(args)
     init = ms.load_model(args.init) if args.init else None
-    out = ensure_outdir(args.out)
+    on_scheme = init is not None and not init.scheme.same_as(ms.target_scheme())
+    if on_scheme and args.hq_snr is not None:
+        raise ArgumentError("--hq-snr", "applies to the default scheme's target subjects only")
+    path = Path(args.out) if Path(args.out).suffix == ".pt" else Path(args.out) / "microstructure_noddi.pt"
+    ensure_outdir(path.parent)
     fit = _fit_config(args)
-    subject = functools.partial(experiment.target_subject, hq_snr=args.hq_snr)
+    if on_scheme:
+        subject = functools.partial(experiment.scheme_subject, scheme=init.scheme, crop=crop, full_scan=True)
+        test_subject = functools.partial(experiment.scheme_subject, scheme=init.scheme, crop=crop)
+    else:
+        subject = test_subject = functools.partial(experiment.target_subject, hq_snr=args.hq_snr, crop=crop)
     train = [subject(experiment.TRAIN_SEED_START + i) for i in range(args.subjects)]
     rehearsal = experiment.rehearsal_set(init, args.rehearsal_subjects) if args.rehearsal else None
     model, report = experiment.finetune(train, fit, init=init, rehearsal=rehearsal)
@@ -258,14 +282,17 @@ def _finetune(args: argparse.Namespace) -> int:
     extra += ["--anchor", f"{args.anchor:g}"] if args.anchor else []
     if args.rehearsal:
         extra += ["--rehearsal", f"{args.rehearsal:g}", "--rehearsal-subjects", str(args.rehearsal_subjects)]
+    extra += ["--crop", *map(str, args.crop)] if args.crop else []
     model.card[stage]["command"] = _command("finetune", args, (["--init", args.init] if args.init else []) + extra)
     if args.test_subjects:
-        test = [subject(experiment.TEST_SEED_START + i) for i in range(args.test_subjects)]
+        test = [test_subject(experiment.TEST_SEED_START + i) for i in range(args.test_subjects)]
         model.card["held_out"] = {"network": experiment.evaluate(model, test, device=args.device),
                                   "fit_on_low_quality": experiment.evaluate_fit(test)}
-    path = ms.save_model(model, out / "microstructure_noddi.pt")
-    write_json(out / "finetune_report.json", model.card)
-    write_text(out / "microstructure_noddi.md", ms.model_card_text(model.card))
+    ms.save_model(model, path)
+    if path.parent == Path(args.out):
+        write_json(path.parent / "finetune_report.json", model.card)
+    card = ms.pretrained_card_text(model.card, path.name) if on_scheme else ms.model_card_text(model.card)
+    write_text(path.with_suffix(".md"), card)
     if not args.quiet:
         print(f"mrinets microstructure finetune: wrote {path}")
     return 0

@@ -323,17 +323,26 @@ def pretrained_card_text(card: dict, filename: str) -> str:
     lines = [f"# mrinets NODDI estimator for {shells} ({filename})", "",
              "MESC-style network (unfolded gated sparse coding over a separable spatial-angular dictionary)",
              f"reading 3x3x3 patches of S/S0 on the {scheme.get('n_volumes')} volumes of {scheme.get('label')}",
-             "and estimating ICVF, ISOVF and ODI of the centre voxel. Pretrained only (no target subjects with",
-             "a full scan to fine-tune on), as Li et al. 2020 do for a new scheme.", "",
-             "## Command that produced these weights", "",
-             f"`{rep.get('command', '')}` ({rep['samples']} samples, best epoch {rep['best_epoch']} of "
-             f"{rep['epochs_run']}, validation MAE against the fitted targets: ICVF {rep['val_mae_icvf']}, ISOVF "
-             f"{rep['val_mae_isovf']}, ODI {rep['val_mae_odi']})", "",
+             "and estimating ICVF, ISOVF and ODI of the centre voxel, "
+             + ("pretrained on auxiliary data brought to the scheme, then fine-tuned on target subjects (Li et al. "
+                "2020)." if "finetune" in card else "pretrained only (no target subjects with a full scan to "
+                "fine-tune on)."), "",
+             "## Commands that produced these weights", ""]
+    for stage in ("pretrain", "finetune"):
+        if stage in card:
+            r = card[stage]
+            lines += [f"- {stage}: `{r.get('command', '')}` ({r['samples']} samples, best epoch {r['best_epoch']} "
+                      f"of {r['epochs_run']}, validation MAE against the fitted targets: ICVF {r['val_mae_icvf']}, "
+                      f"ISOVF {r['val_mae_isovf']}, ODI {r['val_mae_odi']})"]
+    lines += ["",
              "## Data", "",
              f"{rep['subjects']} `mrinets phantom microstructure` auxiliary subjects (seeds from {rep['seed_start']}):",
              "healthy phantoms at 1.5 mm on DIPY's gtab_3shell (SNR 25), averaged into 3 mm voxels, fitted on",
              "their own scheme (targets), interpolated in q-space onto this scheme and re-acquired with SNR-20",
-             f"noise (inputs).{crop}", "",
+             f"noise (inputs).{crop}"
+             + (f" Fine-tuning: {card['finetune']['subjects']} target-population phantoms at 3 mm scanned on this "
+                "scheme (SNR 20, inputs) and on DIPY's gtab_3shell (193 volumes, SNR 20, a separate research scan "
+                "whose fit is the target)." if "finetune" in card else ""), "",
              "## Use", "",
              f"`mrinets microstructure predict DWI.nii.gz --bval B --bvec V --weights {filename} --out DIR`;",
              "input directions other than these are interpolated in q-space onto them. Loaded with",

@@ -181,15 +181,23 @@ def target_subject(seed: int, *, crop=None, hq_snr: float | None = None) -> Targ
                          affine=truth.affine, hq_snr=TARGET_SNR if hq_snr is None else hq_snr)
 
 
-def scheme_subject(seed: int, scheme: GradientScheme, *, crop=None) -> TargetSubject:
-    """A target-population subject scanned on ``scheme`` (SNR ``TARGET_SNR``): held-out data of a scheme network.
+def scheme_subject(seed: int, scheme: GradientScheme, *, crop=None, full_scan: bool = False) -> TargetSubject:
+    """A target-population subject scanned on ``scheme`` (SNR ``TARGET_SNR``).
 
-    There is no full scan: such subjects are scored against the truth only.
+    With ``full_scan`` the subject also gets a separate research acquisition
+    on the auxiliary 3-shell scheme (193 volumes, same SNR) whose fit is the
+    fine-tuning target, as target subjects with a full scan give in the
+    paper; without, it is held-out data scored against the truth only.
     """
     truth = make_truth(seed, voxel_mm=TARGET_VOXEL_MM, population="target", crop=crop)
     dwi = simulate_dwi(truth, scheme, snr=TARGET_SNR, rng=np.random.default_rng([seed, 11]), s0=S0)
+    hq_fit = None
+    if full_scan:
+        full = GradientScheme.from_dipy(AUX_SCHEME)
+        hq = simulate_dwi(truth, full, snr=TARGET_SNR, rng=np.random.default_rng([seed, 13]), s0=S0)
+        hq_fit = _fit_targets(hq, full, truth.mask)
     return TargetSubject(seed=seed, lq_dwi=dwi, lq_scheme=scheme, mask=truth.mask, tissue=truth.tissue,
-                         truth={p: getattr(truth, p) for p in PARAMETERS}, hq_fit=None, affine=truth.affine)
+                         truth={p: getattr(truth, p) for p in PARAMETERS}, hq_fit=hq_fit, affine=truth.affine)
 
 
 def score(maps: dict[str, np.ndarray], subject: TargetSubject) -> dict[str, float]:
@@ -217,8 +225,11 @@ def pretrain(n_subjects: int, fit: FitConfig, *, seed_start: int = AUX_SEED_STAR
     scheme = net_config.gradient_scheme
     sets = [auxiliary_set(seed_start + i, scheme, crop=crop, target_snr=target_snr)
             for i in _progress(range(n_subjects), "auxiliary")]
-    net, report = train_network(concatenate(sets), net_config, fit)
-    report.update(stage="pretrain", subjects=n_subjects, seed_start=seed_start, target_snr=target_snr)
+    data = concatenate(sets)
+    del sets  # one copy of the patches less while training (180-volume schemes: 1.5 GB per copy)
+    net, report = train_network(data, net_config, fit)
+    report.update(stage="pretrain", subjects=n_subjects, seed_start=seed_start, target_snr=target_snr,
+                  crop=[list(c) for c in crop] if crop else None)
     return MicrostructureModel(net, net_config, {"pretrain": report}), report
 
 
@@ -228,7 +239,8 @@ def rehearsal_set(model: MicrostructureModel, n_subjects: int) -> TrainingSet:
         raise ArgumentError("rehearsal", "the initial weights were not pretrained (their card has no pretraining)")
     report = model.card["pretrain"]
     n = min(n_subjects, report["subjects"])
-    return concatenate([auxiliary_set(report["seed_start"] + i, model.config.gradient_scheme,
+    crop = tuple(tuple(c) for c in report["crop"]) if report.get("crop") else None
+    return concatenate([auxiliary_set(report["seed_start"] + i, model.config.gradient_scheme, crop=crop,
                                       target_snr=report.get("target_snr", TARGET_SNR))
                         for i in _progress(range(n), "rehearsal")])
 
@@ -236,6 +248,9 @@ def rehearsal_set(model: MicrostructureModel, n_subjects: int) -> TrainingSet:
 def finetune(subjects: list[TargetSubject], fit: FitConfig, *, init: MicrostructureModel | None = None,
              rehearsal: TrainingSet | None = None) -> tuple[MicrostructureModel, dict]:
     """Fine-tune ``init`` (or train from scratch) on target subjects' low-quality scans and full-scan fits.
+
+    The subjects' low-quality scheme must be the network's (:func:`target_subject` for the default
+    network, :func:`scheme_subject` with ``full_scan=True`` for another).
 
     With ``fit.rehearsal`` > 0, ``rehearsal`` (see :func:`rehearsal_set`)
     supplies the pretraining samples mixed into fine-tuning.
