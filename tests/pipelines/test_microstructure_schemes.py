@@ -135,6 +135,14 @@ def test_pretrain_scheme_from_writes_weights_and_a_card_predict_uses(tmp_path, c
                  "cpu", "--no-qc", "--quiet"]) == 0
     measures = json.loads((out / "measures.json").read_text())
     assert measures["method"] == "network" and measures["network"] == "mine.pt"
+    # Fine-tuning on target phantoms scanned on that scheme (plus a full research scan whose fit is the target).
+    tuned = tmp_path / "w" / "mine_ft.pt"
+    assert main(["microstructure", "finetune", "--init", str(weights), "--out", str(tuned), "--subjects", "1",
+                 "--epochs", "1", "--crop", *map(str, np.ravel(CROP)), "--device", "cpu", "--quiet"]) == 0
+    again = ms.load_model(tuned)
+    assert again.scheme.same_as(model.scheme) and again.card["finetune"]["subjects"] == 1
+    text = tuned.with_suffix(".md").read_text()
+    assert "- pretrain: `mrinets microstructure pretrain" in text and "- finetune: `mrinets microstructure finetune" in text
 
 
 def test_public_api_has_predict_evaluate_train():
