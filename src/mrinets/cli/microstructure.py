@@ -37,10 +37,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = cmds.add_parser("predict", help="ICVF, ISOVF, ODI from a (few-gradient) DWI by the network",
                         description="Normalise by the b=0 mean, read 3x3x3 patches, estimate the centre voxel's "
-                        "NODDI parameters. An input scheme other than the network's is interpolated in q-space "
-                        "onto it first (said in measures.json).")
+                        "NODDI parameters. The network is the shipped one whose shells match the scan's (b1000/b2000, "
+                        "b1000, b700/b2000, b1000/2000/3000, b1500/b2500), else one whose shells lie between the "
+                        "scan's; other directions are interpolated in q-space onto the network's. Where no network "
+                        "fits, the model fit serves the scan with a one-line warning. measures.json records the "
+                        "method, the network and why.")
     dwi_inputs(p)
-    p.add_argument("--weights", help="weights from `mrinets microstructure finetune` (default: the shipped model)")
+    p.add_argument("--weights", help="weights from `mrinets microstructure pretrain`/`finetune` (default: the shipped "
+                                     "network nearest the scan's scheme)")
     p.add_argument("--method", choices=("network", "fit"), default="network")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=_predict)
