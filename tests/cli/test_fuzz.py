@@ -51,6 +51,8 @@ def good(tmp_path_factory) -> dict[str, Path]:
     dirs = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0.6, 0.8, 0], [0.6, 0, 0.8], [0, 0.6, 0.8],
                      [0.48, 0.6, 0.64]])
     np.savetxt(files["bvec"], dirs.T, fmt="%.3f")
+    files["bval_high"] = root / "high.bval"
+    files["bval_high"].write_text("0 1000 1000 1000 1000 1000 1000 9000\n")
     noddi = root / "noddi"
     noddi.mkdir()
     for p in ("icvf", "isovf", "odi"):
@@ -163,6 +165,10 @@ FILE_SLOTS = [
     ("microstructure predict", "weights", ["microstructure", "predict", "{dwi}", "--bval", "{bval}", "--bvec",
                                            "{bvec}", "--weights", "{bad}", "--out", "{out}"]),
     ("microstructure finetune", "weights", ["microstructure", "finetune", "--init", "{bad}", "--out", "{out}"]),
+    ("microstructure pretrain", "table", ["microstructure", "pretrain", "--scheme-from", "{bad}", "{bvec}",
+                                          "--out", "{out}/w.pt"]),
+    ("microstructure pretrain", "table", ["microstructure", "pretrain", "--scheme-from", "{bval}", "{bad}",
+                                          "--out", "{out}/w.pt"]),
     ("microstructure evaluate", "nifti", ["microstructure", "evaluate", "{noddi}", "{noddi}", "--mask", "{bad}",
                                           "--out", "{out}/s.json"]),
     ("phantom wmh", "nifti", ["phantom", "wmh", "--seed", "1", "--t1", "{bad}", "--out", "{out}"]),
@@ -285,6 +291,20 @@ OPTION_CASES = [
     ("microstructure pretrain", ["microstructure", "pretrain", "--epochs", "0", "--out", "{out}"], "--epochs"),
     ("microstructure pretrain", ["microstructure", "pretrain", "--batch-size", "0", "--out", "{out}"],
      "--batch-size"),
+    ("microstructure pretrain", ["microstructure", "pretrain", "--scheme", "b9000", "--out", "{out}"], "--scheme"),
+    ("microstructure pretrain", ["microstructure", "pretrain", "--scheme", "b1000", "--scheme-from", "{bval}",
+                                 "{bvec}", "--out", "{out}"], "not allowed with"),
+    ("microstructure pretrain", ["microstructure", "pretrain", "--scheme-from", "{bval}", "--out", "{out}"],
+     "--scheme-from"),
+    ("microstructure pretrain", ["microstructure", "pretrain", "--crop", "10", "12", "0", "50", "0", "50", "--out",
+                                 "{out}"], "--crop"),
+    ("microstructure pretrain", ["microstructure", "pretrain", "--crop", "1", "2", "3", "--out", "{out}"], "--crop"),
+    ("microstructure pretrain", ["microstructure", "pretrain", "--test-subjects", "-1", "--out", "{out}"],
+     "--test-subjects"),
+    ("microstructure pretrain", ["microstructure", "pretrain", "--scheme-from", "{bval_high}", "{bvec}", "--out",
+                                 "{out}/w.pt"], "beyond the auxiliary data"),
+    ("microstructure predict", ["microstructure", "predict", "{dwi}", "--bval", "{bval}", "--bvec", "{bvec}",
+                                "--method", "magic", "--out", "{out}"], "--method"),
     ("microstructure finetune", ["microstructure", "finetune", "--subjects", "0", "--out", "{out}"], "--subjects"),
     ("microstructure finetune", ["microstructure", "finetune", "--lr", "-1", "--out", "{out}"], "--lr"),
     ("microstructure finetune", ["microstructure", "finetune", "--anchor", "-1", "--out", "{out}"], "--anchor"),

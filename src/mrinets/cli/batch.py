@@ -160,12 +160,13 @@ def _run_microstructure(args: argparse.Namespace, rows, resolve, out: Path) -> i
     results = run_tasks(selected, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
     status = report(results, out / summary_name(args.part_id), quiet=args.quiet)
     keys = ["brain_ml"] + [f"{p}_{s}" for p in ms.PARAMETERS for s in ("mean", "median")]
-    lines = ["\t".join(["subject", *keys, "resampled"])]
+    lines = ["\t".join(["subject", *keys, "resampled", "method", "network"])]
     for task in tasks:
         path = task.outdir / ms.OUTPUT_NAMES["measures"]
         if path.exists():
             m = json.loads(path.read_text())
-            lines.append("\t".join([task.name, *(str(m[k]) for k in keys), str(m["resampled"]).lower()]))
+            lines.append("\t".join([task.name, *(str(m[k]) for k in keys), str(m["resampled"]).lower(), m["method"],
+                                     str(m.get("network") or "")]))
     if len(lines) > 1:
         write_text(out / "cohort_microstructure.tsv", "\n".join(lines) + "\n")
     return status

@@ -293,6 +293,16 @@ class QSpaceInterpolator:
             float32 input, float64 otherwise.
         """
         signals = np.asarray(signals)
+        dtype = np.float32 if signals.dtype == np.float32 else np.float64
+        return self.synthesise(self.coefficients(signals)).astype(dtype, copy=False)
+
+    def coefficients(self, signals: np.ndarray) -> np.ndarray:
+        """The dictionary coefficients (..., K) of normalised ``signals`` (..., N_source).
+
+        They depend on the source only: one solve serves every target
+        (:meth:`synthesise` with another interpolator of the same source).
+        """
+        signals = np.asarray(signals)
         if signals.ndim < 1 or signals.shape[-1] != self.source.n:
             raise ValueError(
                 f"signals must have shape (..., {self.source.n}) for a source of {self.source.n} volumes, "
@@ -300,16 +310,21 @@ class QSpaceInterpolator:
             )
         if not np.all(np.isfinite(signals)):
             raise ValueError("signals must be finite")
-        dtype = np.float32 if signals.dtype == np.float32 else np.float64
         flat = signals.reshape(-1, self.source.n).astype(np.float64)
-        out = np.empty((flat.shape[0], self.target.n), dtype=dtype)
+        out = np.empty((flat.shape[0], self.source_dictionary.shape[1]))
         for start in range(0, flat.shape[0], _CHUNK):
             block = slice(start, start + _CHUNK)
             # tol=0: a fixed number of iterations for every voxel, whatever its block.
-            x = nnls_batch(self.source_dictionary, flat[block], l1=self.l1, l2=self.l2, max_iter=self.max_iter, tol=0.0)
-            out[block] = x @ self.target_dictionary.T
-        out[:, self.target.b0_mask] = 1.0
-        return out.reshape(*signals.shape[:-1], self.target.n)
+            out[block] = nnls_batch(self.source_dictionary, flat[block], l1=self.l1, l2=self.l2,
+                                    max_iter=self.max_iter, tol=0.0)
+        return out.reshape(*signals.shape[:-1], out.shape[-1])
+
+    def synthesise(self, coefficients: np.ndarray) -> np.ndarray:
+        """Target signals (..., N_target) of :meth:`coefficients`; b=0 volumes exactly 1."""
+        coefficients = np.asarray(coefficients)
+        out = coefficients @ self.target_dictionary.T
+        out[..., self.target.b0_mask] = 1.0
+        return out
 
 
 def resample_dwi(

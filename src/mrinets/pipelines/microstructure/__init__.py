@@ -36,7 +36,7 @@ from mrinets.training.engine import load_checkpoint, resolve_device
 __all__ = ["PARAMETERS", "DEFAULT_WEIGHTS", "OUTPUT_NAMES", "MicrostructureConfig", "MicrostructureModel",
            "MicrostructureResult", "NetConfig", "FitConfig", "load_dwi", "load_model", "save_model", "predict",
            "fit_reference", "target_scheme", "compare_maps", "model_card_text", "predict_and_save",
-           "bids_output_names"]
+           "bids_output_names", "pretrained_card_text", "evaluate", "train", "SINGLE_SHELL_NOTE"]
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def load_dwi(dwi: str | Path, bval: str | Path, bvec: str | Path, *, mask: str |
     return image, scheme, mask_image
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=8)  # every network of the registry
 def _cached_model(weights: str | None) -> MicrostructureModel:
     return load_model(weights)
 
@@ -128,8 +128,7 @@ def predict_and_save(dwi: str | Path, bval: str | Path, bvec: str | Path, outdir
                      names: dict[str, str] | None = None) -> list[Path]:
     """Load one DWI, :func:`predict`, save: one subject of a batch (the model is loaded once per process)."""
     image, scheme, mask_image = load_dwi(dwi, bval, bvec, mask=mask)
-    model = _cached_model(config.weights) if config.method == "network" else None
-    return predict(image, scheme, mask_image, config=config, model=model).save(outdir, qc=qc, names=names)
+    return predict(image, scheme, mask_image, config=config).save(outdir, qc=qc, names=names)
 
 
 def bids_output_names(prefix: str) -> dict[str, str]:
@@ -182,48 +181,88 @@ def _measures(maps: dict[str, np.ndarray], mask: np.ndarray, voxel_ml: float) ->
     return out
 
 
+SINGLE_SHELL_NOTE = ("single shell: NODDI is ill-posed from one b-value (the intra-cellular, extra-cellular and "
+                     "free-water signals trade off), expect large errors; see docs/microstructure.md")
+
+
 def fit_reference(image: Image, scheme: GradientScheme, mask: Image | None = None) -> MicrostructureResult:
     """The AMICO-style NODDI fit on the full acquisition (``mrinets microstructure fit``)."""
     brain = _brain_mask(image, scheme, mask)
     start = time.perf_counter()
     fit = NoddiModel(scheme).fit(image.data, brain)
     maps = {p: np.where(brain, np.nan_to_num(getattr(fit, p)), 0.0).astype(np.float32) for p in PARAMETERS}
-    measures = {"method": "fit", "fitter": "AMICO-style linear NODDI fit (mrinets)", "n_volumes": scheme.n,
+    measures = {"method": "fit", "fitter": "AMICO-style linear NODDI fit (mrinets)", "network": None,
+                "resampled": False, "scheme_note": "model fit on the input's own scheme", "n_volumes": scheme.n,
                 "shells": list(scheme.shells), "seconds": round(time.perf_counter() - start, 2),
                 **_measures(maps, brain, float(np.prod(image.voxel_size)) / 1000)}
+    if len(scheme.shells) == 1:
+        measures["warning"] = SINGLE_SHELL_NOTE
     return MicrostructureResult(maps, brain, image.with_data(maps["icvf"]), measures)
+
+
+def _fallback(image: Image, scheme: GradientScheme, mask: Image | None, reason: str) -> MicrostructureResult:
+    log.warning("NODDI by the model fit: %s", reason)
+    result = fit_reference(image, scheme, mask)
+    result.measures["reason"] = reason
+    result.measures["scheme_note"] = f"model fit: {reason}"
+    return result
+
+
+def _shells_text(shells) -> str:
+    return "/".join(f"b{b:g}" for b in shells) or "none"
 
 
 def predict(image: Image, scheme: GradientScheme, mask: Image | None = None, *,
             config: MicrostructureConfig | None = None, model: MicrostructureModel | None = None
             ) -> MicrostructureResult:
-    """ICVF, ISOVF and ODI of one DWI by the network (or by the reference fit with ``method="fit"``).
+    """ICVF, ISOVF and ODI of one DWI by the nearest shipped network (or ``config.weights``, or ``model``).
 
-    When ``scheme`` is not the one the network was trained on, the normalised
-    signals are first interpolated in q-space onto it
-    (:class:`~mrinets.physics.diffusion.qspace.QSpaceInterpolator`, the
+    Without ``model`` or ``config.weights`` the network is chosen from the
+    registry (:func:`.schemes.choose`): one whose shells match the input's,
+    else one whose shells lie between the input's; where none fits, the model
+    fit serves the scan (``measures["method"] == "fit"`` and
+    ``measures["reason"]`` says why). When the input's directions are not the
+    network's, the normalised signals are first interpolated in q-space onto
+    them (:class:`~mrinets.physics.diffusion.qspace.QSpaceInterpolator`, the
     dictionary method of the pretraining) and ``measures["resampled"]`` says so.
     """
+    from mrinets.pipelines.microstructure import schemes
+
     config = config or MicrostructureConfig()
     if config.method == "fit":
         return fit_reference(image, scheme, mask)
-    model = model or load_model(config.weights)
     start = time.perf_counter()
+    if model is not None or config.weights is not None:
+        model = model or _cached_model(config.weights)
+        name, kind = (Path(config.weights).name if config.weights else "given model"), "given weights"
+    else:
+        choice = schemes.choose(scheme.shells)
+        if choice is None:
+            have = ", ".join(_shells_text(b for b, _ in s.shells) for s in schemes.shipped())
+            return _fallback(image, scheme, mask, f"no shipped network fits shells {_shells_text(scheme.shells)} "
+                                                  f"(networks for {have}; make one with `mrinets microstructure "
+                                                  "pretrain --scheme-from`)")
+        model, name, kind = _cached_model(str(choice.path)), choice.name, choice.kind
     brain = _brain_mask(image, scheme, mask)
     ratio, usable = normalise_dwi(image.data, scheme, brain)
     resampled = not scheme.same_as(model.scheme)
     if resampled:
-        ratio = interpolate_ratios(ratio, usable, scheme, model.scheme)
+        try:
+            ratio = interpolate_ratios(ratio, usable, scheme, model.scheme)
+        except ValueError as exc:  # the network's b-values lie beyond the input's
+            return _fallback(image, scheme, mask, f"network {name} cannot serve this scan ({exc})")
     maps = predict_ratios(model.net, ratio, usable, patch=model.config.patch, device=config.device)
-    note = (f"input scheme ({scheme.n} volumes, shells {list(scheme.shells)}) differs from the network's "
-            f"({model.scheme.n} volumes, shells {list(model.scheme.shells)}): signals interpolated in q-space"
-            if resampled else "input scheme is the network's")
-    measures = {"method": "network", "weights": str(config.weights or DEFAULT_WEIGHTS.name),
+    note = (f"network {name} ({kind}): input ({scheme.n} volumes, shells {_shells_text(scheme.shells)}) "
+            f"interpolated in q-space onto its {model.scheme.n} volumes ({_shells_text(model.scheme.shells)})"
+            if resampled else f"network {name}: input scheme is the network's")
+    measures = {"method": "network", "network": name, "scheme_match": kind,
+                "weights": schemes.REGISTRY[name].weights if name in schemes.REGISTRY else name,
                 "resampled": resampled, "scheme_note": note, "n_volumes": scheme.n, "shells": list(scheme.shells),
                 "seconds": round(time.perf_counter() - start, 2),
                 **_measures(maps, usable, float(np.prod(image.voxel_size)) / 1000)}
-    if resampled:
-        log.warning(note)
+    if len(scheme.shells) == 1:
+        measures["warning"] = SINGLE_SHELL_NOTE
+    log.info(note)
     return MicrostructureResult(maps, usable, image.with_data(maps["icvf"]), measures)
 
 
@@ -262,6 +301,59 @@ def _rehearsal_text(card: dict) -> str:
             f" (share asked {100 * stage['rehearsal']:.0f} %).")
 
 
+def _held_out_lines(card: dict, fit_label: str) -> list[str]:
+    if "held_out" not in card:
+        return []
+    net, fit = card["held_out"]["network"], card["held_out"]["fit_on_low_quality"]
+    seeds = [r["seed"] for r in net["subjects"]]
+    return ["## Held-out target phantoms (grey and white matter, against the truth)", "",
+            f"Seeds {seeds[0]}..{seeds[-1]}, never used in training.", "",
+            "| method | MAE ICVF | MAE ISOVF | MAE ODI | mean |", "|---|---|---|---|---|",
+            f"| network | {net['mae_icvf']:.4f} | {net['mae_isovf']:.4f} | {net['mae_odi']:.4f} | "
+            f"{net['mae_mean']:.4f} |",
+            f"| {fit_label} | {fit['mae_icvf']:.4f} | {fit['mae_isovf']:.4f} | "
+            f"{fit['mae_odi']:.4f} | {fit['mae_mean']:.4f} |", ""]
+
+
+def pretrained_card_text(card: dict, filename: str) -> str:
+    """The Markdown model card of a network pretrained for one scheme (``pretrain --scheme``/``--scheme-from``)."""
+    scheme, rep = card.get("scheme", {}), card["pretrain"]
+    shells = "/".join(f"b{b:g}" for b in scheme.get("shells", []))
+    crop = f" Phantoms cropped to the MNI box {scheme['crop']}." if scheme.get("crop") else ""
+    lines = [f"# mrinets NODDI estimator for {shells} ({filename})", "",
+             "MESC-style network (unfolded gated sparse coding over a separable spatial-angular dictionary)",
+             f"reading 3x3x3 patches of S/S0 on the {scheme.get('n_volumes')} volumes of {scheme.get('label')}",
+             "and estimating ICVF, ISOVF and ODI of the centre voxel, "
+             + ("pretrained on auxiliary data brought to the scheme, then fine-tuned on target subjects (Li et al. "
+                "2020)." if "finetune" in card else "pretrained only (no target subjects with a full scan to "
+                "fine-tune on)."), "",
+             "## Commands that produced these weights", ""]
+    for stage in ("pretrain", "finetune"):
+        if stage in card:
+            r = card[stage]
+            lines += [f"- {stage}: `{r.get('command', '')}` ({r['samples']} samples, best epoch {r['best_epoch']} "
+                      f"of {r['epochs_run']}, validation MAE against the fitted targets: ICVF {r['val_mae_icvf']}, "
+                      f"ISOVF {r['val_mae_isovf']}, ODI {r['val_mae_odi']})"]
+    lines += ["",
+             "## Data", "",
+             f"{rep['subjects']} `mrinets phantom microstructure` auxiliary subjects (seeds from {rep['seed_start']}):",
+             "healthy phantoms at 1.5 mm on DIPY's gtab_3shell (SNR 25), averaged into 3 mm voxels, fitted on",
+             "their own scheme (targets), interpolated in q-space onto this scheme and re-acquired with SNR-20",
+             f"noise (inputs).{crop}"
+             + (f" Fine-tuning: {card['finetune']['subjects']} target-population phantoms at 3 mm scanned on this "
+                "scheme (SNR 20, inputs) and on DIPY's gtab_3shell (193 volumes, SNR 20, a separate research scan "
+                "whose fit is the target)." if "finetune" in card else ""), "",
+             "## Use", "",
+             f"`mrinets microstructure predict DWI.nii.gz --bval B --bvec V --weights {filename} --out DIR`;",
+             "input directions other than these are interpolated in q-space onto them. Loaded with",
+             "`torch.load(..., weights_only=True)`.", ""]
+    lines += _held_out_lines(card, "model fit, same scans")
+    if len(scheme.get("shells", [])) == 1:
+        lines += ["Single shell: NODDI is ill-posed from one b-value; read the errors above before using the maps.",
+                  ""]
+    return "\n".join(lines)
+
+
 def model_card_text(card: dict) -> str:
     """The Markdown model card of a fine-tuned (or scratch-trained) estimator."""
     lines = ["# mrinets NODDI estimator (microstructure_noddi.pt)", "",
@@ -288,14 +380,43 @@ def model_card_text(card: dict) -> str:
               "`mrinets microstructure predict DWI.nii.gz --bval B --bvec V --out DIR` (this file is the default).",
               "Another scheme is interpolated in q-space onto the network's first. Loaded with",
               "`torch.load(..., weights_only=True)`.", ""]
-    if "held_out" in card:
-        net, fit = card["held_out"]["network"], card["held_out"]["fit_on_low_quality"]
-        seeds = [r["seed"] for r in net["subjects"]]
-        lines += ["## Held-out target phantoms (grey and white matter, against the truth)", "",
-                  f"Seeds {seeds[0]}..{seeds[-1]}, never used in training.", "",
-                  "| method | MAE ICVF | MAE ISOVF | MAE ODI | mean |", "|---|---|---|---|---|",
-                  f"| network | {net['mae_icvf']:.4f} | {net['mae_isovf']:.4f} | {net['mae_odi']:.4f} | "
-                  f"{net['mae_mean']:.4f} |",
-                  f"| reference fit, same 31 volumes | {fit['mae_icvf']:.4f} | {fit['mae_isovf']:.4f} | "
-                  f"{fit['mae_odi']:.4f} | {fit['mae_mean']:.4f} |", ""]
+    lines += _held_out_lines(card, "reference fit, same 31 volumes")
     return "\n".join(lines)
+
+
+def evaluate(pred_dir: str | Path, ref_dir: str | Path, *, mask: str | Path | None = None) -> dict:
+    """MAE, bias and Pearson r per parameter of predicted maps against reference maps (:func:`compare_maps`)."""
+    return compare_maps(pred_dir, ref_dir, mask=mask)
+
+
+def train(scheme: GradientScheme | None = None, *, subjects: int = 6, fit: FitConfig | None = None, crop=None,
+          test_subjects: int = 0, init: MicrostructureModel | None = None,
+          target_subjects: int = 0) -> MicrostructureModel:
+    """A network for ``scheme`` (default: the shipped b1500/b2500 one), as the paper makes one for a new scheme.
+
+    Pretrained on ``subjects`` auxiliary phantoms brought to ``scheme``
+    (:func:`.experiment.pretrain`), or starting from ``init``; with
+    ``target_subjects`` > 0 then fine-tuned on that many target phantoms (their
+    scans must be on ``scheme``, i.e. the default scheme only). With
+    ``test_subjects`` the card gets held-out errors on phantoms scanned on
+    ``scheme`` beside the model fit's.
+    """
+    from mrinets.pipelines.microstructure import experiment
+
+    fit = fit or FitConfig()
+    scheme = scheme or target_scheme()
+    model = init
+    if model is None:
+        model, _ = experiment.pretrain(subjects, fit, crop=crop, net_config=NetConfig(scheme=scheme.to_dict()))
+    if target_subjects:
+        train_set = [experiment.target_subject(experiment.TRAIN_SEED_START + i, crop=crop)
+                     for i in range(target_subjects)]
+        model, _ = experiment.finetune(train_set, fit, init=model)
+    model.card["scheme"] = {"label": "given scheme", "shells": list(scheme.shells), "n_volumes": scheme.n,
+                            "crop": [list(c) for c in crop] if crop else None}
+    if test_subjects:
+        test = [experiment.scheme_subject(experiment.TEST_SEED_START + i, scheme, crop=crop)
+                for i in range(test_subjects)]
+        model.card["held_out"] = {"network": experiment.evaluate(model, test, device=fit.device),
+                                  "fit_on_low_quality": experiment.evaluate_fit(test)}
+    return model
