@@ -51,17 +51,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "F1 on validation. Writes cmb_detector.pt, cmb_ablation.pt, the card cmb_detector.md and "
                     "train_report.json.")
     t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--phantoms", type=positive_int, default=24, help="training phantoms (each gives every contrast)")
+    t.add_argument("--phantoms", type=positive_int, default=12, help="training phantoms (each gives every contrast)")
     t.add_argument("--seed-start", type=nonnegative_int, default=1000, help="first training phantom seed")
-    t.add_argument("--val-phantoms", type=positive_int, default=4, help="validation phantoms (seeds from 800000)")
+    t.add_argument("--val-phantoms", type=positive_int, default=3, help="validation phantoms (seeds from 800000)")
     t.add_argument("--test-phantoms", type=nonnegative_int, default=0,
                    help="held-out phantoms (seeds from 900000) scored after training, on the card")
     t.add_argument("--contrasts", nargs="+", choices=CONTRASTS, default=list(CONTRASTS),
-                   help="contrasts trained on (default all three)")
-    t.add_argument("--epochs-step1", type=positive_int, default=10)
-    t.add_argument("--epochs-step2", type=positive_int, default=15)
-    t.add_argument("--samples-per-volume", type=positive_int, default=24, help="step-1 patches per volume and epoch")
-    t.add_argument("--batch-size", type=positive_int, default=8)
+                   help="contrasts trained on (default all three); held-out phantoms are scored on all three")
+    t.add_argument("--crop", type=positive_float, default=48.0, help="side (mm) of each phantom's box of brain")
+    t.add_argument("--epochs-step1", type=positive_int, default=6)
+    t.add_argument("--epochs-step2", type=positive_int, default=8)
+    t.add_argument("--samples-per-volume", type=positive_int, default=8, help="step-1 patches per volume and epoch")
+    t.add_argument("--batch-size", type=positive_int, default=8, help="step-1 batch")
+    t.add_argument("--batch-size-step2", type=positive_int, default=16, help="teacher and student batch")
     t.add_argument("--lr", type=positive_float, default=2e-3)
     t.add_argument("--kd-temperature", type=positive_float, default=4.0, help="distillation temperature T")
     t.add_argument("--kd-weight", type=share_float, default=0.4, help="weight of the teacher's term")
@@ -87,6 +89,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _read_matrix(path: str):
+    import warnings
+
     import numpy as np
 
     from mrinets.errors import ArgumentError
@@ -94,7 +98,8 @@ def _read_matrix(path: str):
 
     note_input(path)
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an empty file is reported below, in one line
             matrix = np.loadtxt(fh, ndmin=2)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ArgumentError("--to-mni", f"{path} is not a readable 4x4 matrix ({type(exc).__name__})") from None
@@ -106,7 +111,9 @@ def _read_matrix(path: str):
 def _predict(args: argparse.Namespace) -> int:
     from mrinets.io import ensure_outdir, load, load_mask
     from mrinets.pipelines import cmb
+    from mrinets.training.engine import resolve_device
 
+    resolve_device(args.device)
     to_mni = _read_matrix(args.to_mni) if args.to_mni else None
     config = cmb.CmbConfig(contrast=args.contrast, weights=args.weights, device=args.device, threshold=args.threshold,
                            candidate_threshold=args.candidate_threshold, cleanup=not args.no_cleanup,
@@ -126,10 +133,10 @@ def _predict(args: argparse.Namespace) -> int:
 def _train_argv(args: argparse.Namespace) -> list[str]:
     return ["--out", str(args.out), "--phantoms", str(args.phantoms), "--seed-start", str(args.seed_start),
             "--val-phantoms", str(args.val_phantoms), "--test-phantoms", str(args.test_phantoms),
-            "--contrasts", *args.contrasts, "--epochs-step1", str(args.epochs_step1),
+            "--contrasts", *args.contrasts, "--crop", f"{args.crop:g}", "--epochs-step1", str(args.epochs_step1),
             "--epochs-step2", str(args.epochs_step2), "--samples-per-volume", str(args.samples_per_volume),
-            "--batch-size", str(args.batch_size), "--lr", f"{args.lr:g}", "--kd-temperature",
-            f"{args.kd_temperature:g}", "--kd-weight", f"{args.kd_weight:g}", "--seed", str(args.seed)]
+            "--batch-size", str(args.batch_size), "--batch-size-step2", str(args.batch_size_step2),
+            "--lr", f"{args.lr:g}", "--kd-temperature", f"{args.kd_temperature:g}", "--kd-weight", f"{args.kd_weight:g}", "--seed", str(args.seed)]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -141,26 +148,26 @@ def _train(args: argparse.Namespace) -> int:
     from mrinets.io import ensure_outdir, write_json, write_text
     from mrinets.io.output import atomic_path
     from mrinets.pipelines import cmb
+    from mrinets.training.engine import resolve_device
 
     try:
         config = cmb.CmbTrainConfig(contrasts=tuple(args.contrasts), epochs_step1=args.epochs_step1,
                                     epochs_step2=args.epochs_step2, samples_per_volume=args.samples_per_volume,
-                                    batch_size=args.batch_size, lr=args.lr, kd_temperature=args.kd_temperature,
-                                    kd_weight=args.kd_weight, seed=args.seed, device=args.device, quiet=args.quiet)
+                                    batch_size=args.batch_size, batch_size_step2=args.batch_size_step2,
+                                    lr=args.lr, kd_temperature=args.kd_temperature, kd_weight=args.kd_weight, seed=args.seed, device=args.device, quiet=args.quiet)
     except ValueError as exc:
         raise ArgumentError("mrinets cmb train", str(exc)) from None
+    resolve_device(args.device)
     train_seeds = range(args.seed_start, args.seed_start + args.phantoms)
     if set(train_seeds) & (set(range(cmb.VAL_SEED_START, cmb.VAL_SEED_START + args.val_phantoms))
                            | set(range(cmb.TEST_SEED_START, cmb.TEST_SEED_START + args.test_phantoms))):
         raise ArgumentError("--seed-start", "training seeds overlap the validation or held-out seeds")
-    from mrinets.training.engine import resolve_device
-
-    resolve_device(args.device)
     out = ensure_outdir(args.out)
     command = "mrinets cmb train " + " ".join(shlex.quote(a) for a in _train_argv(args))
-    subjects = cmb.phantom_subjects(train_seeds, config.contrasts, workers=args.workers, quiet=args.quiet)
+    subjects = cmb.phantom_subjects(train_seeds, config.contrasts, workers=args.workers, quiet=args.quiet,
+                                    crop_mm=args.crop)
     validation = cmb.phantom_subjects(range(cmb.VAL_SEED_START, cmb.VAL_SEED_START + args.val_phantoms),
-                                      config.contrasts, workers=args.workers, quiet=args.quiet)
+                                      config.contrasts, workers=args.workers, quiet=args.quiet, crop_mm=args.crop)
     trained = cmb.train(subjects, validation, config)
     card = trained["card"]
     report = trained["report"]
@@ -173,7 +180,7 @@ def _train(args: argparse.Namespace) -> int:
         models = {"distilled student": (trained["model"], None),
                   "student alone": (trained["model"], trained["student_alone"]),
                   "teacher": (trained["model"], trained["teacher"])}
-        scores = cmb.evaluate_phantoms(models, seeds, device=args.device, quiet=args.quiet)
+        scores = cmb.evaluate_phantoms(models, seeds, device=args.device, quiet=args.quiet, crop_mm=args.crop)
         card["held_out"] = {name: {c: {k: v for k, v in s.items() if k not in ("sweep", "candidates")}
                                    for c, s in per.items()} for name, per in scores["models"].items()}
         card["held_out_seeds"] = [seeds[0], seeds[-1]]

@@ -40,7 +40,7 @@ VAL_SEED_START = 800_000
 TEST_SEED_START = 900_000
 
 
-def _subjects_of_seed(seed: int, contrasts: Sequence[str] = CONTRASTS, crop_mm: float = 64.0) -> list[Subject]:
+def _subjects_of_seed(seed: int, contrasts: Sequence[str] = CONTRASTS, crop_mm: float = 48.0) -> list[Subject]:
     from mrinets.data.phantoms.cmb import make_cmb_subject
 
     p = make_cmb_subject(seed, crop_mm=crop_mm)
@@ -59,7 +59,7 @@ def _make(args: tuple) -> list[Subject]:
 
 
 def phantom_subjects(seeds: Sequence[int], contrasts: Sequence[str] = CONTRASTS, *, workers: int = 1,
-                     quiet: bool = False, crop_mm: float = 64.0) -> list[Subject]:
+                     quiet: bool = False, crop_mm: float = 48.0) -> list[Subject]:
     """Standardised volumes of each phantom seed and contrast (in ``workers`` processes)."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
@@ -102,8 +102,13 @@ def _sweep_rows(model: CmbModel, s: Subject, *, student=None, device="cpu", rule
     return found
 
 
+def _kept(found, threshold: float) -> list[int]:
+    """Ids of the candidates the student accepts at ``threshold`` and step 3 keeps."""
+    return [i + 1 for i, (p, r) in enumerate(zip(found.student_prob, found.reasons)) if p >= threshold and r is None]
+
+
 def _score_at(found, s: Subject, threshold: float) -> dict:
-    kept_ids = [i + 1 for i, (p, r) in enumerate(zip(found.student_prob, found.reasons)) if p >= threshold and r is None]
+    kept_ids = _kept(found, threshold)
     pred = np.isin(found.candidates, kept_ids) * found.candidates
     return cluster_detection(pred, s.cmb)
 
@@ -146,7 +151,7 @@ def train(subjects: Sequence[Subject], validation: Sequence[Subject], config: Cm
 def _calcification_rejection(found, s: Subject, threshold: float) -> tuple[int, int]:
     """(calcifications not detected, calcifications) of one volume."""
     calc, n = ndimage.label(s.mimic == 2, np.ones((3, 3, 3), bool))
-    kept_ids = [i + 1 for i, (p, r) in enumerate(zip(found.student_prob, found.reasons)) if p >= threshold and r is None]
+    kept_ids = _kept(found, threshold)
     pred = np.isin(found.candidates, kept_ids)
     hit = np.unique(calc[pred & (calc > 0)]).size
     return n - hit, n
@@ -154,14 +159,15 @@ def _calcification_rejection(found, s: Subject, threshold: float) -> tuple[int, 
 
 def evaluate_phantoms(models: dict[str, tuple[CmbModel, torch.nn.Module | None]], seeds: Sequence[int],
                       contrasts: Sequence[str] = CONTRASTS, *, device: str = "auto", quiet: bool = True,
-                      subjects: Sequence[Subject] | None = None) -> dict:
+                      subjects: Sequence[Subject] | None = None, crop_mm: float = 48.0) -> dict:
     """Cluster-wise scores of each model on held-out phantoms, per contrast.
 
     ``models`` maps a name to (model, student or None for the model's own).
     Each model is scored at its card's threshold; ``sweep`` holds TPR and FP
     per subject over student thresholds (for comparisons at equal FP rate).
     """
-    subjects = list(subjects) if subjects is not None else phantom_subjects(seeds, contrasts, quiet=quiet)
+    subjects = list(subjects) if subjects is not None else phantom_subjects(seeds, contrasts, quiet=quiet,
+                                                                            crop_mm=crop_mm)
     out: dict[str, dict] = {}
     for name, (model, student) in models.items():
         per: dict[str, dict] = {}
@@ -182,7 +188,7 @@ def evaluate_phantoms(models: dict[str, tuple[CmbModel, torch.nn.Module | None]]
                              "calcifications": sum(c[1] for c in calc), "seconds_per_volume": seconds,
                              "sweep": sweep}
         out[name] = per
-    return {"seeds": list(seeds), "contrasts": list(contrasts), "models": out}
+    return {"seeds": list(seeds), "contrasts": list(contrasts), "crop_mm": crop_mm, "models": out}
 
 
 def evaluate(pred_paths: Sequence[str], truth_paths: Sequence[str]) -> dict:

@@ -116,7 +116,8 @@ def rejection_reason(features: dict, contrast: str, rules: CleanupRules = Cleanu
         return "too_large"
     if features["sphericity"] < rules.min_sphericity:
         return "not_spherical"
-    if features["vessel_length_mm"] >= rules.vessel_length_mm and features["vessel_elongation"] >= rules.vessel_elongation:
+    long = features["vessel_length_mm"] >= rules.vessel_length_mm
+    if long and features["vessel_elongation"] >= rules.vessel_elongation:
         return "vessel"
     if features["edge_mm"] < rules.min_edge_distance_mm:
         return "brain_edge"

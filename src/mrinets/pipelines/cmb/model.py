@@ -47,16 +47,17 @@ class CmbTrainConfig:
     """Options of ``mrinets cmb train`` (stored on the model card)."""
 
     contrasts: tuple[str, ...] = CONTRASTS
-    epochs_step1: int = 10
-    epochs_step2: int = 15
-    samples_per_volume: int = 24
+    epochs_step1: int = 6
+    epochs_step2: int = 8
+    samples_per_volume: int = 8
     patch_step1: int = 32
     patch_step2: int = 16
     batch_size: int = 8
+    batch_size_step2: int = 16
     lr: float = 2e-3
     foreground_weight: float = 10.0
     channels: tuple[int, ...] = (16, 32, 64)
-    teacher_width: int = 16
+    teacher_width: int = 12
     student_width: int = 8
     kd_temperature: float = 4.0
     kd_weight: float = 0.4
@@ -71,7 +72,8 @@ class CmbTrainConfig:
         bad = sorted(set(self.contrasts) - set(CONTRASTS))
         if bad or not self.contrasts:
             raise ValueError(f"contrasts must be among {', '.join(CONTRASTS)}, got {', '.join(self.contrasts)}")
-        for name in ("epochs_step1", "epochs_step2", "samples_per_volume", "batch_size", "teacher_width",
+        for name in ("epochs_step1", "epochs_step2", "samples_per_volume", "batch_size", "batch_size_step2",
+                     "teacher_width",
                      "student_width"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -102,7 +104,8 @@ def _augment(patch: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str
 
 
 def _trainer_config(config: CmbTrainConfig, epochs: int, seed_offset: int) -> TrainConfig:
-    return TrainConfig(max_epochs=epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed + seed_offset,
+    batch = config.batch_size if seed_offset == 0 else config.batch_size_step2
+    return TrainConfig(max_epochs=epochs, batch_size=batch, lr=config.lr, seed=config.seed + seed_offset,
                        device=config.device, quiet=config.quiet, weight_decay=1e-4)
 
 
@@ -123,7 +126,8 @@ def train_step1(subjects: Sequence[Subject], config: CmbTrainConfig) -> tuple[UN
     return model.eval(), history.train_loss
 
 
-def step1_probability(model: torch.nn.Module, channels: np.ndarray, *, device: str | torch.device = "cpu") -> np.ndarray:
+def step1_probability(model: torch.nn.Module, channels: np.ndarray, *,
+                      device: str | torch.device = "cpu") -> np.ndarray:
     """Microbleed probability of every voxel (sliding 64^3 windows)."""
     logits = predict_volume(model, channels, roi_size=(STEP1_ROI,) * 3, overlap=0.25, sw_batch_size=1, device=device)
     return torch.softmax(torch.from_numpy(logits), dim=0)[1].numpy()
