@@ -136,7 +136,8 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
             "--contrasts", *args.contrasts, "--crop", f"{args.crop:g}", "--epochs-step1", str(args.epochs_step1),
             "--epochs-step2", str(args.epochs_step2), "--samples-per-volume", str(args.samples_per_volume),
             "--batch-size", str(args.batch_size), "--batch-size-step2", str(args.batch_size_step2),
-            "--lr", f"{args.lr:g}", "--kd-temperature", f"{args.kd_temperature:g}", "--kd-weight", f"{args.kd_weight:g}", "--seed", str(args.seed)]
+            "--lr", f"{args.lr:g}", "--kd-temperature", f"{args.kd_temperature:g}", "--kd-weight",
+            f"{args.kd_weight:g}", "--seed", str(args.seed)]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -154,7 +155,8 @@ def _train(args: argparse.Namespace) -> int:
         config = cmb.CmbTrainConfig(contrasts=tuple(args.contrasts), epochs_step1=args.epochs_step1,
                                     epochs_step2=args.epochs_step2, samples_per_volume=args.samples_per_volume,
                                     batch_size=args.batch_size, batch_size_step2=args.batch_size_step2,
-                                    lr=args.lr, kd_temperature=args.kd_temperature, kd_weight=args.kd_weight, seed=args.seed, device=args.device, quiet=args.quiet)
+                                    lr=args.lr, kd_temperature=args.kd_temperature, kd_weight=args.kd_weight,
+                                    seed=args.seed, device=args.device, quiet=args.quiet)
     except ValueError as exc:
         raise ArgumentError("mrinets cmb train", str(exc)) from None
     resolve_device(args.device)
