@@ -203,7 +203,9 @@ def _train(args: argparse.Namespace) -> int:
 def _model_card(card: dict) -> str:
     op = card["operating_point"]
     v1, v2 = card["validation_step1"], card["validation_step2"]
-    lines = ["# mrinets CMB detector (cmb_detector.pt, ablation networks in cmb_ablation.pt)", "",
+    contrasts = card["config"]["contrasts"]
+    trained_on = "" if len(contrasts) == len(CONTRASTS) else f", trained on {' + '.join(contrasts).upper()} only"
+    lines = [f"# mrinets CMB detector{trained_on} (cmb_detector.pt, ablation networks in cmb_ablation.pt)", "",
              "Step 1: 3D U-Net (MONAI residual units) on the standardised image + its radial symmetry transform",
              "(1 mm grid, 32^3 patches). Step 2: student classifier on 16^3 candidate patches, distilled from a",
              "multi-task teacher (classifier + segmentor). Step 3: size, sphericity, vessel, brain-edge and QSM-sign",
