@@ -74,7 +74,8 @@ def cluster_features(labels: np.ndarray, z: np.ndarray, mask: np.ndarray, raw: n
     n = int(labels.max())
     if n == 0:
         return []
-    edge = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=voxel_mm)[1:-1, 1:-1, 1:-1]
+    # A mask that reaches the field of view's border goes on beyond it: that border is no brain edge.
+    edge = ndimage.distance_transform_edt(np.pad(mask, 1, mode="edge"), sampling=voxel_mm)[1:-1, 1:-1, 1:-1]
     median = float(np.median(raw[mask])) if mask.any() else 0.0
     dark = z > rules.vessel_level_sd / Z_SCALE
     reach = int(np.ceil(rules.vessel_reach_mm / voxel_mm))
