@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "F1 on validation. Writes cmb_detector.pt, cmb_ablation.pt, the card cmb_detector.md and "
                     "train_report.json.")
     t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--phantoms", type=positive_int, default=12, help="training phantoms (each gives every contrast)")
+    t.add_argument("--phantoms", type=positive_int, default=10, help="training phantoms (each gives every contrast)")
     t.add_argument("--seed-start", type=nonnegative_int, default=1000, help="first training phantom seed")
     t.add_argument("--val-phantoms", type=positive_int, default=3, help="validation phantoms (seeds from 800000)")
     t.add_argument("--test-phantoms", type=nonnegative_int, default=0,
@@ -59,9 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--contrasts", nargs="+", choices=CONTRASTS, default=list(CONTRASTS),
                    help="contrasts trained on (default all three); held-out phantoms are scored on all three")
     t.add_argument("--crop", type=positive_float, default=48.0, help="side (mm) of each phantom's box of brain")
-    t.add_argument("--epochs-step1", type=positive_int, default=6)
-    t.add_argument("--epochs-step2", type=positive_int, default=8)
-    t.add_argument("--samples-per-volume", type=positive_int, default=8, help="step-1 patches per volume and epoch")
+    t.add_argument("--epochs-step1", type=positive_int, default=5)
+    t.add_argument("--epochs-step2", type=positive_int, default=6)
+    t.add_argument("--samples-per-volume", type=positive_int, default=6, help="step-1 patches per volume and epoch")
     t.add_argument("--batch-size", type=positive_int, default=8, help="step-1 batch")
     t.add_argument("--batch-size-step2", type=positive_int, default=16, help="teacher and student batch")
     t.add_argument("--lr", type=positive_float, default=2e-3)

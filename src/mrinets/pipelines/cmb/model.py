@@ -47,9 +47,9 @@ class CmbTrainConfig:
     """Options of ``mrinets cmb train`` (stored on the model card)."""
 
     contrasts: tuple[str, ...] = CONTRASTS
-    epochs_step1: int = 6
-    epochs_step2: int = 8
-    samples_per_volume: int = 8
+    epochs_step1: int = 5
+    epochs_step2: int = 6
+    samples_per_volume: int = 6
     patch_step1: int = 32
     patch_step2: int = 16
     batch_size: int = 8
