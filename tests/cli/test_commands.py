@@ -42,7 +42,11 @@ def test_info_prints_geometry(real_t1, capsys):
 
 
 def test_planned_pipeline_says_not_available(capsys):
-    assert main(["cmb", "predict", "swi.nii.gz"]) == 2
+    from mrinets.cli.planned import PLANNED
+
+    if not PLANNED:
+        pytest.skip("every planned pipeline has landed")
+    assert main([next(iter(PLANNED)), "predict", "x.nii.gz"]) == 2
     assert "not available" in capsys.readouterr().err
 
 

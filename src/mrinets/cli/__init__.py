@@ -28,6 +28,7 @@ _COMMANDS = (
     "mrinets.cli.info",
     "mrinets.cli.qsm",
     "mrinets.cli.wmh",
+    "mrinets.cli.cmb",
     "mrinets.cli.microstructure",
     "mrinets.cli.batch",
     "mrinets.cli.bids",

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from mrinets.io.nifti import Image
 from mrinets.io.output import atomic_path
 
-__all__ = ["qc_png", "slice_extents", "default_center", "CONVENTION"]
+__all__ = ["qc_png", "marks_png", "slice_extents", "default_center", "CONVENTION"]
 
 CONVENTION = "radiological convention: patient's right on viewer's left"
 
@@ -330,6 +330,96 @@ def qc_png(
     fig.text(0.02, 0.02, f"{CONVENTION}   |   grid {shape[0]}x{shape[1]}x{shape[2]}, voxels {size} mm   |   "
              f"window [{vmin:.4g}, {vmax:.4g}]", color="#bbbbbb", fontsize=8, ha="left", va="bottom")
 
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=_DPI, facecolor=fig.get_facecolor())
+    return path
+
+
+def marks_png(
+    image: Image,
+    path: str | os.PathLike,
+    centres,
+    *,
+    ids=None,
+    title: str | None = None,
+    max_panels: int = 12,
+    radius_mm: float = 6.0,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Path:
+    """Write a PNG of axial slices, one through each marked point, each point ringed and numbered.
+
+    Parameters
+    ----------
+    image : Image
+        3D RAS+ image shown in greyscale.
+    path : str or path-like
+        Destination ``.png``; written atomically.
+    centres : sequence of 3-vectors
+        Voxel coordinates (i, j, k) of the points (microbleeds, say).
+    ids : sequence, optional
+        Labels written beside the rings (default 1, 2, ...).
+    title : str, optional
+    max_panels : int
+        At most this many slices; points beyond are listed as a count. Points
+        on one slice share its panel.
+    radius_mm : float
+        Radius of the rings.
+    vmin, vmax : float, optional
+        Display window (default the 1st and 99th percentiles of non-zero voxels).
+
+    Returns
+    -------
+    Path
+    """
+    if not isinstance(image, Image):
+        raise ValueError(f"image must be an mrinets Image, got {type(image).__name__}")
+    if image.data.ndim != 3:
+        raise ValueError(f"image must be 3D, got shape {image.shape}")
+    if max_panels < 1:
+        raise ValueError(f"max_panels must be at least 1, got {max_panels}")
+    from matplotlib.patches import Circle
+
+    shape = image.spatial_shape
+    data = np.asarray(image.data, dtype=np.float64)
+    pts = np.asarray(centres, dtype=float).reshape(-1, 3)
+    ids = list(range(1, len(pts) + 1)) if ids is None else list(ids)
+    if len(ids) != len(pts):
+        raise ValueError(f"ids ({len(ids)}) and centres ({len(pts)}) differ in number")
+    vmin, vmax = _window(data, vmin, vmax)
+    slices = sorted({int(np.clip(round(p[2]), 0, shape[2] - 1)) for p in pts})
+    shown, hidden = slices[:max_panels], slices[max_panels:]
+    if not shown:
+        shown = [shape[2] // 2]
+    extent = slice_extents(shape, image.voxel_size)["axial"]
+    cols = min(len(shown), 4)
+    rows = int(np.ceil(len(shown) / cols))
+    panel_w = _FIG_WIDTH_IN / 4
+    aspect = (extent[3] - extent[2]) / max(extent[1] - extent[0], 1e-6)
+    fig = Figure(figsize=(panel_w * cols, panel_w * aspect * rows + 0.8), dpi=_DPI, facecolor="black")
+    FigureCanvasAgg(fig)
+    size = image.voxel_size
+    for n, k in enumerate(shown):
+        ax = fig.add_subplot(rows, cols, n + 1)
+        ax.set_facecolor("black")
+        ax.imshow(_plane(data, 2, k), cmap="gray", vmin=vmin, vmax=vmax, origin="lower", extent=extent,
+                  aspect="equal")
+        for p, label in zip(pts, ids):
+            if int(np.clip(round(p[2]), 0, shape[2] - 1)) != k:
+                continue
+            # Displayed mm from the panel's edges; the x axis is mirrored (radiological, as _plane draws it).
+            xy = ((shape[0] - p[0] - 0.5) * size[0], (p[1] + 0.5) * size[1])
+            ax.add_patch(Circle(xy, radius_mm, fill=False, edgecolor=_CONTOUR_COLOR, linewidth=1.2))
+            ax.text(xy[0] + radius_mm, xy[1] + radius_mm, str(label), color=_CONTOUR_COLOR, fontsize=9,
+                    path_effects=_OUTLINE)
+        _letters(ax, ("R", "L", "P", "A"), extent)
+        ax.set_axis_off()
+        ax.set_title(f"axial k={k}/{shape[2]}", color=_FG, fontsize=9)
+    note = f"   |   {len(hidden)} more slices with marks not shown" if hidden else ""
+    if title:
+        fig.suptitle(title, color=_FG, fontsize=12)
+    fig.text(0.01, 0.01, f"{CONVENTION}{note}", color="#bbbbbb", fontsize=7, ha="left", va="bottom")
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=_DPI, facecolor=fig.get_facecolor())

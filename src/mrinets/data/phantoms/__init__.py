@@ -156,3 +156,26 @@ register(PhantomKind(
     ),
     make=_make_microstructure,
 ))
+
+
+def _make_cmb(*, seed: int, out: Path, voxel_size, crop, b0, te, snr, n_cmb) -> list[Path]:
+    from mrinets.data.phantoms.cmb import make_cmb_subject
+
+    phantom = make_cmb_subject(seed, voxel_size=voxel_size, crop_mm=crop, b0=b0 or None, te=te or None,
+                               snr=snr or None, n_cmb=None if n_cmb < 0 else n_cmb)
+    return phantom.save(out)
+
+
+register(PhantomKind(
+    name="cmb",
+    help="microbleeds (paramagnetic spheres) and mimics in a box of brain: GRE magnitude, SWI and QSM with truth",
+    options=(
+        PhantomOption("voxel-size", float, 1.0, "isotropic voxel size in mm (simulated on half of it)"),
+        PhantomOption("crop", float, 64.0, "side of the box of MNI anatomy in mm"),
+        PhantomOption("b0", float, 0.0, "field strength in tesla (0: 1.5 or 3 drawn from the seed)"),
+        PhantomOption("te", float, 0.0, "echo time in seconds (0: 15-30 ms drawn from the seed)"),
+        PhantomOption("snr", float, 0.0, "white-matter SNR (0: 15-40 drawn from the seed)"),
+        PhantomOption("n-cmb", int, -1, "number of microbleeds (negative: 0-6 drawn from the seed)"),
+    ),
+    make=_make_cmb,
+))
