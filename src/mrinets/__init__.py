@@ -16,7 +16,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"
 
-PIPELINES = ("qsm", "wmh", "microstructure")
+PIPELINES = ("qsm", "wmh", "microstructure", "lowfield")
 
 __all__ = ["__version__", "PIPELINES", *PIPELINES]
 

@@ -29,6 +29,7 @@ _COMMANDS = (
     "mrinets.cli.qsm",
     "mrinets.cli.wmh",
     "mrinets.cli.microstructure",
+    "mrinets.cli.lowfield",
     "mrinets.cli.batch",
     "mrinets.cli.bids",
     "mrinets.cli.planned",

@@ -15,7 +15,6 @@ from mrinets.errors import InputError
 # Pipelines move from here to their own module as they land.
 PLANNED = {
     "cmb": "cerebral microbleed detection from SWI/GRE/QSM (Sundaresan et al. 2023)",
-    "lowfield": "64 mT to 3 T image translation (Islam et al. 2023)",
 }
 
 
