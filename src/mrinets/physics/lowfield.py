@@ -132,7 +132,7 @@ class LowFieldConfig:
 
     def __post_init__(self) -> None:
         if len(self.voxel_mm) != 3 or not all(np.isfinite(v) and v > 0 for v in self.voxel_mm):
-            raise ValueError(f"voxel_mm must be three positive lengths, got {self.voxel_mm}")
+            raise ValueError(f"voxel_size must be three positive lengths in mm, got {self.voxel_mm}")
         if not (np.isfinite(self.snr) and self.snr > 0):
             raise ValueError(f"snr must be positive, got {self.snr}")
         for name in ("bias", "misregistration_deg", "misregistration_mm"):
@@ -194,6 +194,6 @@ def degrade(
     image, lf_affine = thick_slices(inplane, lf_affine, slice_thickness=config.voxel_mm[2], axis=2)
     image = rician(image, float(levels[0]) / config.snr, rng)
     meta = {"contrast": contrast, "field": "64mT", "levels_wm_gm_csf": levels.tolist(),
-            "t1_jitter": jitter.tolist(), "misregistration_deg": angles.tolist(),
-            "misregistration_mm": shift.tolist(), **config.as_dict()}
+            "t1_jitter": jitter.tolist(), "rotation_deg": angles.tolist(),
+            "shift_mm": shift.tolist(), "config": config.as_dict()}
     return image, lf_affine, meta

@@ -91,6 +91,14 @@ def _finish(hf: np.ndarray, tissue: np.ndarray, detail: np.ndarray, mask: np.nda
         work_affine=work_affine, contrast=contrast, meta={**meta, "lowfield": lf_meta, "work_mm": work_mm})
 
 
+def _check_memory(config: LowFieldConfig) -> None:
+    from mrinets.data.phantoms.budget import check_grid_memory
+
+    # The low-field grid spans a head of about 240 mm; float32 arrays, a few alive at once.
+    check_grid_memory([240.0 / v for v in config.voxel_mm], bytes_per_voxel=16, name="voxel_size",
+                      value=" x ".join(f"{v:g}" for v in config.voxel_mm) + " mm")
+
+
 def _brain_box(mask: np.ndarray, margin: int = 6) -> tuple[slice, ...]:
     idx = np.argwhere(mask)
     lo = np.maximum(idx.min(axis=0) - margin, 0)
@@ -106,6 +114,7 @@ def make_lowfield_pair(seed: int, contrast: str = "t1", *, config: LowFieldConfi
 
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be t1 or t2, got {contrast!r}")
+    _check_memory(config)
     if not (np.isfinite(work_mm) and 0.5 <= work_mm <= 4.0):
         raise ValueError(f"work_mm must lie between 0.5 and 4 mm, got {work_mm}")
     rng = np.random.default_rng(seed)
@@ -151,6 +160,7 @@ def pair_from_t1(t1: np.ndarray, affine: np.ndarray, seed: int, *, config: LowFi
     from mrinets.metrics.morphometry import classify_tissue
     from mrinets.preprocess.register import register_to_mni
 
+    _check_memory(config)
     rng = np.random.default_rng(seed)
     voxel = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     vol = np.clip(np.asarray(t1, np.float32), 0, None)
