@@ -79,6 +79,9 @@ def _predict(args: argparse.Namespace) -> int:
     from mrinets.io.nifti import load
     from mrinets.pipelines import lowfield
 
+    from mrinets.training.engine import resolve_device
+
+    resolve_device(args.device)
     image = load(args.lowfield, ndim=3)
     model = lowfield.load_model(args.weights, args.contrast)
     ensure_outdir(args.out)
@@ -176,7 +179,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from mrinets.report.lowfield import side_by_side
     from mrinets.training.engine import resolve_device
 
+    from mrinets.errors import ArgumentError
+    from mrinets.io.nifti import load
+
+    if args.real_t1 and args.contrast != "t1":
+        raise ArgumentError("--real-t1", "a real T1 pairs only with --contrast t1")
     device = resolve_device(args.device)
+    real_t1 = load(args.real_t1, ndim=3) if args.real_t1 else None
     paths = args.weights or [None]
     models = {}
     for path in paths:
@@ -187,7 +196,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         models[name] = model
     ensure_outdir(args.out)
     scores, pairs = lowfield.evaluate(models, contrast=args.contrast, subjects=args.subjects, cache=args.cache,
-                                      real_t1=args.real_t1, device=str(device), quiet=args.quiet)
+                                      real_t1=real_t1, device=str(device), quiet=args.quiet)
     rows = []
     for method, s in scores["methods"].items():
         rows.append({"method": method, "ssim": round(s["ssim"], 4), "psnr_db": round(s["psnr"], 3),

@@ -327,7 +327,7 @@ def evaluate_pairs(models: dict[str, LowFieldModel], pairs: Sequence[LowFieldPai
 
 
 def evaluate(models: dict[str, LowFieldModel], *, contrast: str = "t1", subjects: int = 4,
-             cache: str | Path | None = None, real_t1: str | Path | None = None, device: str = "cpu",
+             cache: str | Path | None = None, real_t1: Image | str | Path | None = None, device: str = "cpu",
              quiet: bool = True) -> tuple[dict, list[LowFieldPair]]:
     """Score ``models`` on held-out phantom pairs (seeds from 900000) and, for T1, on a real T1 degraded by our
     own model."""
@@ -336,9 +336,9 @@ def evaluate(models: dict[str, LowFieldModel], *, contrast: str = "t1", subjects
     if real_t1 is not None:
         if contrast != "t1":
             raise ArgumentError("--real-t1", "a real T1 pairs only with --contrast t1")
-        image = load(real_t1, ndim=3)
+        image = real_t1 if isinstance(real_t1, Image) else load(real_t1, ndim=3)
         real = pair_from_t1(image.data, image.affine, seed=HELD_OUT_SEED)
-        scores["real_t1"] = {"file": str(real_t1), **evaluate_pairs(models, [real], device=device)}
+        scores["real_t1"] = {"file": str(image.path), **evaluate_pairs(models, [real], device=device)}
         scores["real_t1"].pop("per_subject")
         pairs = [*pairs, real]
     return scores, pairs
