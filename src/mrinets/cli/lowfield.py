@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed-start", type=nonnegative_int, default=1000, help="first phantom seed (below 900000)")
     t.add_argument("--iterations", type=positive_int, default=600, help="generator updates")
     t.add_argument("--batch-size", type=positive_int, default=6)
-    t.add_argument("--lr", type=positive_float, default=2e-4)
+    t.add_argument("--lr", type=positive_float, default=4e-4)
     t.add_argument("--context", type=nonnegative_int, default=1, help="neighbouring slices on each side as channels")
     t.add_argument("--features", type=positive_int, default=16, help="generator width")
     t.add_argument("--n-blocks", type=positive_int, default=4, help="residual blocks of the ResNet generator")

@@ -10,7 +10,10 @@ neighbouring slices as extra input channels (2.5D), images in [-1, 1].
 - ``cyclegan``: two ResNet generators and two PatchGANs on unpaired slices, adversarial + cycle L1.
 
 Adversarial losses are least-squares (LSGAN) for all, as CycleGAN uses; L1
-weight 100 as pix2pix.
+weight 100 as pix2pix. Every generator learns a residual: its tanh output is
+added to the input's centre slice (all slices for CycleGAN), so training starts
+from the low-field image instead of from nothing, which matters with minutes
+of CPU training (docs/lowfield.md).
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ class TrainConfig:
     seed_start: int = 1000
     iterations: int = 600
     batch_size: int = 6
-    lr: float = 2e-4
+    lr: float = 4e-4
     context: int = 1
     features: int = 16
     n_blocks: int = 4
@@ -166,25 +169,43 @@ class SliceData:
         return x, y_stack[:, self.context:self.context + 1], y_stack
 
 
+class Residual(nn.Module):
+    """``x[:, offset:offset + C_out] + net(x)``: the network predicts the correction of its input."""
+
+    def __init__(self, net: nn.Module, offset: int) -> None:
+        super().__init__()
+        self.net = net
+        self.offset = int(offset)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.net(x)
+        return x[:, self.offset:self.offset + y.shape[1]] + y
+
+
 def build_generator(config: dict) -> nn.Module:
-    """Rebuild a generator from ``{"kind": "resnet"|"unet", **constructor arguments}``."""
+    """Rebuild a generator from ``{"kind": "resnet"|"unet", "residual_offset": k (optional), **arguments}``."""
     kind = config.get("kind")
-    args = {k: v for k, v in config.items() if k != "kind"}
+    args = {k: v for k, v in config.items() if k not in ("kind", "residual_offset", "select_channel")}
     if kind == "resnet":
-        return ResnetGenerator(**args)
-    if kind == "unet":
-        return UNet2D(**args)
-    raise ValueError(f"unknown generator kind {kind!r}")
+        net: nn.Module = ResnetGenerator(**args)
+    elif kind == "unet":
+        net = UNet2D(**args)
+    else:
+        raise ValueError(f"unknown generator kind {kind!r}")
+    if "residual_offset" in config:
+        net = Residual(net, config["residual_offset"])
+    return net
 
 
 def _generator(config: TrainConfig, in_channels: int, out_channels: int = 1) -> tuple[nn.Module, dict]:
+    offset = 0 if out_channels == in_channels else config.context
     if config.model in ("lohiresgan", "cyclegan"):
         spec = {"kind": "resnet", "in_channels": in_channels, "out_channels": out_channels,
-                "features": config.features, "n_blocks": config.n_blocks}
+                "features": config.features, "n_blocks": config.n_blocks, "residual_offset": offset}
     else:
         f = config.features
         spec = {"kind": "unet", "in_channels": in_channels, "out_channels": out_channels,
-                "channels": [f, 2 * f, 4 * f, 8 * f], "num_res_units": 1}
+                "channels": [f, 2 * f, 4 * f, 8 * f], "num_res_units": 1, "residual_offset": offset}
     return build_generator(spec), spec
 
 
@@ -297,6 +318,6 @@ def translate_volume(generator: nn.Module, spec: dict, volume: np.ndarray, *, co
     with torch.inference_mode():
         for start in range(0, len(stacks), batch):
             x = torch.from_numpy(stacks[start:start + batch]).to(dev)
-            out[start:start + batch] = generator(x)[:, channel].float().cpu().numpy()
+            out[start:start + batch] = generator(x)[:, channel].clamp(-1, 1).float().cpu().numpy()
     out = np.moveaxis(out, 0, 2)[ox:ox + volume.shape[0], oy:oy + volume.shape[1]]
     return from_unit(out)
