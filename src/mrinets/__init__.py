@@ -16,7 +16,8 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"
 
-PIPELINES = ("qsm", "wmh", "cmb", "microstructure")
+
+PIPELINES = ("qsm", "wmh", "cmb", "microstructure", "lowfield")
 
 __all__ = ["__version__", "PIPELINES", *PIPELINES]
 

@@ -41,16 +41,6 @@ def test_info_prints_geometry(real_t1, capsys):
     assert "LAS on disk" in out and "1.75 x 1.75 x 1.75 mm" in out
 
 
-def test_planned_pipeline_says_not_available(capsys):
-    from mrinets.cli.planned import PLANNED
-
-    if not PLANNED:
-        pytest.skip("every planned pipeline has landed")
-    assert main([next(iter(PLANNED)), "predict", "x.nii.gz"]) == 2
-    assert "not available" in capsys.readouterr().err
-
-
-@pytest.mark.slow
 def test_demo_writes_report(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
     html = (tmp_path / "index.html").read_text()

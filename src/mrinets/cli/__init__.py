@@ -30,9 +30,9 @@ _COMMANDS = (
     "mrinets.cli.wmh",
     "mrinets.cli.cmb",
     "mrinets.cli.microstructure",
+    "mrinets.cli.lowfield",
     "mrinets.cli.batch",
     "mrinets.cli.bids",
-    "mrinets.cli.planned",
 )
 
 

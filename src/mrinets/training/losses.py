@@ -6,6 +6,10 @@ the fine prediction is carried through the acquisition of the labelled image
 (its pose relative to the prediction grid and its slice profile) and only
 then compared with the label, so the label says nothing about where inside a
 thick slice a lesion lies and the image is left to decide it.
+
+The image-translation losses (low-field pipeline) are those of pix2pix and
+CycleGAN: a least-squares adversarial loss (Mao et al. 2017), L1, and the
+structural loss ``1 - SSIM`` that LoHiResGAN adds (Islam et al. 2023).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["acquire", "soft_dice_loss", "segmentation_loss", "super_resolution_loss", "weighted_ce_dice_loss",
-           "distillation_loss"]
+           "distillation_loss", "adversarial_loss", "ssim_2d", "ssim_loss"]
 
 
 def acquire(prob: torch.Tensor, grid: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -157,3 +161,33 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=1),
                     F.softmax(teacher_logits.detach() / temperature, dim=1), reduction="batchmean")
     return (1.0 - weight) * hard + weight * temperature**2 * soft
+def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """Least-squares GAN loss: patch logits pulled to 1 (``real``) or 0."""
+    return F.mse_loss(logits, torch.full_like(logits, 1.0 if real else 0.0))
+
+
+def ssim_2d(pred: torch.Tensor, target: torch.Tensor, *, data_range: float = 2.0, win_size: int = 7) -> torch.Tensor:
+    """Mean SSIM of (N, C, H, W) images, uniform window and sample covariance as scikit-image, borders cropped.
+
+    ``data_range`` 2 suits images in [-1, 1].
+    """
+    channels = pred.shape[1]
+    kernel = torch.full((channels, 1, win_size, win_size), 1.0 / win_size**2, dtype=pred.dtype, device=pred.device)
+
+    def mean(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, kernel, groups=channels)
+
+    n = win_size**2
+    cov_norm = n / (n - 1)
+    ux, uy = mean(pred), mean(target)
+    vx = cov_norm * (mean(pred * pred) - ux * ux)
+    vy = cov_norm * (mean(target * target) - uy * uy)
+    vxy = cov_norm * (mean(pred * target) - ux * uy)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    smap = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    return smap.mean()
+
+
+def ssim_loss(pred: torch.Tensor, target: torch.Tensor, *, data_range: float = 2.0) -> torch.Tensor:
+    """``1 - SSIM``: the structural term of LoHiResGAN's generator loss."""
+    return 1.0 - ssim_2d(pred, target, data_range=data_range)

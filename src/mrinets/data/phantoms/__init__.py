@@ -179,3 +179,31 @@ register(PhantomKind(
     ),
     make=_make_cmb,
 ))
+
+
+def _make_lowfield(*, seed: int, out: Path, contrast, t1, voxel_size, snr) -> list[Path]:
+    from mrinets.data.phantoms.lowfield import make_lowfield_pair, pair_from_t1
+    from mrinets.physics.lowfield import LowFieldConfig
+
+    config = LowFieldConfig(voxel_mm=tuple(voxel_size), snr=snr)
+    if t1:
+        from mrinets.io.nifti import load
+
+        if contrast != "t1":
+            raise ValueError("contrast must be t1 when a real T1 is given")
+        image = load(t1, ndim=3)
+        return pair_from_t1(image.data, image.affine, seed, config=config).save(out)
+    return make_lowfield_pair(seed, contrast, config=config).save(out)
+
+
+register(PhantomKind(
+    name="lowfield",
+    help="paired 64 mT / 3 T subject: low-field scan (own grid), both on the 2 mm working grid, tissue truth",
+    options=(
+        PhantomOption("contrast", str, "t1", "t1 or t2"),
+        PhantomOption("t1", str, "", "scan this real 3 T T1 at 64 mT instead of a template subject"),
+        PhantomOption("voxel-size", float, (1.6, 1.6, 5.0), "low-field voxel in mm (x y slice thickness)", nargs=3),
+        PhantomOption("snr", float, 12.0, "low-field white-matter signal over noise std"),
+    ),
+    make=_make_lowfield,
+))

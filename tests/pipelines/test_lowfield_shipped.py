@@ -1,0 +1,69 @@
+"""The shipped low-field weights: loadable, carded, and predicting on NIfTI input (a real T1 where present)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from mrinets.cli import main
+from mrinets.pipelines import lowfield
+
+SHIPPED = lowfield.default_weights("t1")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not SHIPPED.exists():
+        pytest.fail(f"shipped weights missing: {SHIPPED}")
+    return lowfield.load_model(None, "t1")
+
+
+def test_weights_are_small_state_dicts_with_a_card(shipped):
+    state = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    assert SHIPPED.stat().st_size < 5 * 2**20
+    card = SHIPPED.with_suffix(".md").read_text()
+    command = state["card"]["command"]
+    assert command.startswith("mrinets lowfield train --model lohiresgan --contrast t1 ")
+    assert command in card
+    assert re.search(r"\| lohiresgan \| 0\.\d+ \|", card), "the card holds held-out scores"
+    assert state["card"]["config"]["model"] == "lohiresgan"
+
+
+def test_cli_predict_on_a_tiny_nifti(tmp_path, shipped):
+    shape = (40, 44, 8)
+    g = np.stack(np.meshgrid(*[np.arange(s) - s / 2 for s in shape], indexing="ij"))
+    r = np.sqrt((g[0] / 16) ** 2 + (g[1] / 18) ** 2)
+    rng = np.random.default_rng(0)
+    data = np.where(r < 0.6, 90.0, np.where(r < 1.0, 70.0, 0.0)) + rng.rayleigh(6.0, shape)
+    src = tmp_path / "lf.nii.gz"
+    nib.save(nib.Nifti1Image(data.astype(np.float32), np.diag([1.6, 1.6, 5.0, 1.0])), src)
+    assert main(["lowfield", "predict", str(src), "--contrast", "t1", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    out = nib.load(tmp_path / "out" / "synthetic_3t.nii.gz")
+    assert out.shape == shape
+    assert np.isfinite(out.get_fdata()).all() and out.get_fdata().max() > 0
+    measures = json.loads((tmp_path / "out" / "measures.json").read_text())
+    assert measures["weights"].startswith("mrinets lowfield train")
+    assert (tmp_path / "out" / "qc_lowfield.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_real_t1_degraded_by_our_model_is_translated_closer_to_it(real_t1, shipped, tmp_path):
+    from mrinets.data.phantoms.lowfield import pair_from_t1
+    from mrinets.io import load
+    from mrinets.metrics.image import ssim
+
+    image = load(real_t1, ndim=3)
+    pair = pair_from_t1(image.data, image.affine, seed=7)
+    src = tmp_path / "lowfield.nii.gz"
+    nib.save(nib.Nifti1Image(pair.lowfield, pair.lowfield_affine), src)
+    result = lowfield.predict(src, contrast="t1", model=shipped, device="cpu")
+    synthetic = lowfield.translate_volume(shipped.generator, shipped.spec, pair.lf_work, context=shipped.context)
+    hf, mask = np.clip(pair.hf_work, 0, 1), pair.mask_work
+    assert ssim(np.clip(synthetic, 0, 1), hf, data_range=1, mask=mask) > ssim(np.clip(pair.lf_work, 0, 1), hf,
+                                                                              data_range=1, mask=mask)
+    assert result.synthetic.shape == pair.lowfield.shape
