@@ -312,6 +312,7 @@ def reconstruct(
     affine: np.ndarray,
     config: QsmConfig,
     mask: np.ndarray | None = None,
+    model=None,
 ) -> dict[str, np.ndarray | dict]:
     """Run the QSM chain on RAS arrays (phase in radians, echoes on the last axis).
 
@@ -345,7 +346,7 @@ def reconstruct(
     b0_vox = acq.b0_dir_in_voxels(affine)
     weight = np.sqrt((mag**2).mean(axis=-1))
     chi, nuclei = invert_local_field(local, eroded, voxel_size=voxel_size, b0_vox=b0_vox, config=config,
-                                     magnitude=weight, te=max(config.echo_times))
+                                     magnitude=weight, te=max(config.echo_times), model=model)
     timings["inversion"] = time.perf_counter() - tic
     return {
         "chi": chi.astype(np.float32),
@@ -368,16 +369,18 @@ def invert_local_field(
     config: QsmConfig,
     magnitude: np.ndarray | None = None,
     te: float | None = None,
+    model=None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Dipole inversion of a local field (ppm) by ``config.method``: ``(chi, nuclei or None)``.
 
     ``te`` (s) with ``config.b0`` sets PedQ-NET's fine-tuning phase scale
-    (radians per ppm); without it the training's is used.
+    (radians per ppm); without it the training's is used. ``model``: PedQ-NET
+    already loaded (default: ``config.weights``).
     """
     if config.method == "pedqnet":
         from mrinets.pipelines.pedqnet import invert, load_model, phase_scale
 
-        model = load_model(config.weights)
+        model = load_model(config.weights) if model is None else model
         scale = phase_scale(config.b0, te) if te is not None else None
         out = invert(local, mask, voxel_size=voxel_size, b0_dir=b0_vox, model=model, magnitude=magnitude,
                      scale=scale, finetune_steps=config.finetune_steps, device=config.device)
@@ -387,6 +390,15 @@ def invert_local_field(
     else:
         model = QsmReconstructor("tv", lam=config.tv_lambda, max_iter=config.tv_max_iter)
     return model.run(local, mask, voxel_size=voxel_size, b0_dir=b0_vox, magnitude=magnitude), None
+
+
+def _pedqnet_model(config: QsmConfig):
+    """PedQ-NET weights, read before any work so that a bad file fails first (None for other methods)."""
+    if config.method != "pedqnet":
+        return None
+    from mrinets.pipelines.pedqnet import load_model
+
+    return load_model(config.weights)
 
 
 def _load_gre(paths: str | Path | list | tuple) -> Image:
@@ -443,8 +455,9 @@ def predict(
 
     mask_arr = None if mask is None else load_mask(mask, like=mag_img)
     label_arr, names = (None, {}) if labels is None else read_labels(labels, like=mag_img)
+    model = _pedqnet_model(config)
 
-    out = reconstruct(mag, phs, affine=mag_img.affine, config=config, mask=mask_arr)
+    out = reconstruct(mag, phs, affine=mag_img.affine, config=config, mask=mask_arr, model=model)
     eroded = out["mask"]
     chi = out["chi"]
     measures: dict = {
@@ -511,11 +524,12 @@ def invert(
         check_same_grid(field_img, mag_img)
         mag = np.abs(mag_img.data) if mag_img.data.ndim == 3 else np.sqrt((mag_img.data**2).mean(-1))
     label_arr, names = (None, {}) if labels is None else read_labels(labels, like=field_img)
+    model = _pedqnet_model(config)
     local = np.where(inside, local, 0).astype(np.float32)
     b0_vox = b0_direction_in_voxels(config.b0_dir, field_img.affine)
     tic = time.perf_counter()
     chi, nuclei = invert_local_field(local, inside, voxel_size=field_img.voxel_size, b0_vox=b0_vox, config=config,
-                                     magnitude=mag, te=max(config.echo_times))
+                                     magnitude=mag, te=max(config.echo_times), model=model)
     measures: dict = {
         "method": config.method,
         "config": asdict(config),

@@ -168,8 +168,9 @@ def make_qsm_head(
         raise ValueError(f"voxel_size must be positive, got {voxel_size!r}")
     if not snr > 0:
         raise ValueError(f"snr must be positive, got {snr!r}")
-    if not (iron_scale >= 0 and myelin_scale >= 0):
-        raise ValueError(f"iron_scale and myelin_scale must not be negative, got {iron_scale!r}, {myelin_scale!r}")
+    for name, value in (("iron_scale", iron_scale), ("myelin_scale", myelin_scale)):
+        if not 0 <= value <= 10:
+            raise ValueError(f"{name} must be a scale from 0 to 10, got {value!r}")
     GreAcquisition(echo_times=echo_times, b0=b0, b0_dir=b0_dir)  # the acquisition's own checks
     from mrinets.data.phantoms.budget import check_grid_memory
     from mrinets.data.templates import MNI_SHAPE
