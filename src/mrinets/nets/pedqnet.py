@@ -15,13 +15,20 @@ from torch import nn
 
 __all__ = ["FieldToChiNet", "NucleiNet", "N_GEOMETRY_CHANNELS"]
 
-# The field carries no sign of which way B0 points in the voxel grid, so the
+# Input channels: field, its TKD inversion, then geometry. The field carries no sign of which way B0 points in the voxel grid, so the
 # network is told: the six distinct entries of b b^T (sign-free), one channel each.
 N_GEOMETRY_CHANNELS = 6
 
 
 class FieldToChiNet(nn.Module):
-    """Local field (+ B0 geometry channels) -> susceptibility, a MONAI DynUNet.
+    """Local field (+ its TKD inversion and B0 geometry channels) -> susceptibility, a MONAI DynUNet.
+
+    The network predicts a correction to the TKD estimate that it is given
+    (its output layer starts at zero, so an untrained network returns TKD):
+    TKD is a fixed linear map of the field that a U-Net would otherwise have
+    to learn from scratch, which a CPU training budget cannot afford; what is
+    left to learn is what TKD gets wrong (streaks along the magic-angle cone,
+    underestimation, noise).
 
     Parameters
     ----------
@@ -40,9 +47,11 @@ class FieldToChiNet(nn.Module):
             raise ValueError(f"filters must hold at least two positive ints, got {filters}")
         self._config = {"filters": filters, "field_scale": float(field_scale), "chi_scale": float(chi_scale)}
         n = len(filters)
-        self.net = DynUNet(spatial_dims=3, in_channels=1 + N_GEOMETRY_CHANNELS, out_channels=1,
+        self.net = DynUNet(spatial_dims=3, in_channels=2 + N_GEOMETRY_CHANNELS, out_channels=1,
                            kernel_size=[3] * n, strides=[1] + [2] * (n - 1), upsample_kernel_size=[2] * (n - 1),
                            filters=filters, norm_name="instance", res_block=True)
+        nn.init.zeros_(self.net.output_block.conv.conv.weight)
+        nn.init.zeros_(self.net.output_block.conv.conv.bias)
         self.field_scale = float(field_scale)
         self.chi_scale = float(chi_scale)
 
@@ -55,9 +64,10 @@ class FieldToChiNet(nn.Module):
         return dict(self._config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (N, 7, X, Y, Z): field in ppm, then the geometry channels; returns chi (N, 1, X, Y, Z) in ppm."""
-        x = torch.cat([x[:, :1] * self.field_scale, x[:, 1:]], dim=1)
-        return self.net(x) * self.chi_scale
+        """``x`` (N, 8, X, Y, Z): field (ppm), TKD chi (ppm), geometry channels; returns chi (N, 1, X, Y, Z) in ppm."""
+        tkd = x[:, 1:2]
+        x = torch.cat([x[:, :1] * self.field_scale, tkd / self.chi_scale, x[:, 2:]], dim=1)
+        return tkd + self.net(x) * self.chi_scale
 
 
 class NucleiNet(nn.Module):

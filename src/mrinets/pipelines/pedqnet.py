@@ -131,7 +131,8 @@ class PedQNetTrainConfig:
 
 @dataclass
 class TrainingSubject:
-    """One phantom: chi truth (for checks only), mask, weights, nuclei labels, fields for several B0 directions."""
+    """One phantom: chi truth (for checks only), mask, weights, nuclei labels, and for several B0 directions
+    the noisy local field and its TKD inversion (on the whole volume, as at prediction time)."""
 
     chi: np.ndarray
     mask: np.ndarray
@@ -140,6 +141,7 @@ class TrainingSubject:
     voxel_size: tuple[float, float, float]
     b0_dirs: list[np.ndarray]
     fields: list[np.ndarray]
+    tkds: list[np.ndarray]
     meta: dict
 
 
@@ -168,6 +170,7 @@ def make_subject(seed: int, config: PedQNetTrainConfig) -> TrainingSubject:
 
     from mrinets.data.phantoms.qsm import make_qsm_head
     from mrinets.physics.dipole import forward_field
+    from mrinets.physics.inversion import tkd
 
     rng = np.random.default_rng(seed)
     vs = float(rng.choice(config.voxel_sizes))
@@ -190,14 +193,19 @@ def make_subject(seed: int, config: PedQNetTrainConfig) -> TrainingSubject:
         voxel[2] = vs * p.chi[box].shape[2] / chi.shape[2]
     labels = np.where(labels <= 8, labels, 0).astype(np.uint8)
     chi = np.where(mask, chi, 0).astype(np.float32)
-    dirs, fields = [], []
+    weight = _normalised_magnitude(mag, mask)
+    dirs, fields, tkds = [], [], []
     for _ in range(config.directions_per_phantom):
         b = _random_direction(rng, config.max_tilt_deg)
+        # Field noise of a phase whose noise is 1 / (SNR * magnitude) radians.
+        noise = rng.standard_normal(mask.shape) / (snr * np.maximum(weight, 0.1) * phase_scale(config.b0, config.te))
+        f = np.where(mask, forward_field(chi, voxel_size=voxel, b0_dir=b) + noise, 0).astype(np.float32)
         dirs.append(b)
-        fields.append(np.where(mask, forward_field(chi, voxel_size=voxel, b0_dir=b), 0).astype(np.float32))
+        fields.append(f)
+        tkds.append(tkd(f, mask, voxel_size=voxel, b0_dir=b))
     meta = {"seed": seed, "voxel_size_mm": voxel, "iron_scale": iron, "myelin_scale": myelin, "snr": snr,
             "low_iron": bool(low)}
-    return TrainingSubject(chi, mask, _normalised_magnitude(mag, mask), labels, tuple(voxel), dirs, fields, meta)
+    return TrainingSubject(chi, mask, weight, labels, tuple(voxel), dirs, fields, tkds, meta)
 
 
 def make_subjects(config: PedQNetTrainConfig) -> list[TrainingSubject]:
@@ -269,11 +277,9 @@ class _Sampler:
             box = _crop_box(subj.mask.shape, centre, cfg.patch)
             mask = _pad_to(subj.mask[box].astype(np.float32), cfg.patch)
             weight = _pad_to(subj.weight[box], cfg.patch)
-            snr = float(np.exp(rng.uniform(*np.log(cfg.snr_range))))
-            # Field noise of a phase whose noise is 1 / (SNR * magnitude) radians.
-            noise = rng.standard_normal(mask.shape).astype(np.float32) / (snr * np.maximum(weight, 0.1) * self.scale)
-            y = (_pad_to(subj.fields[d][box], cfg.patch) + noise) * mask
-            xs.append(np.concatenate([y[None], geometry_channels(subj.b0_dirs[d], y.shape)], 0))
+            y = _pad_to(subj.fields[d][box], cfg.patch) * mask
+            t = _pad_to(subj.tkds[d][box], cfg.patch) * mask
+            xs.append(np.concatenate([y[None], t[None], geometry_channels(subj.b0_dirs[d], y.shape)], 0))
             ys.append(y[None])
             ws.append((weight * mask * self.inner)[None])
             ls.append(_pad_to(subj.labels[box], cfg.patch).astype(np.int64)[None])
@@ -396,7 +402,7 @@ def load_model(path: str | Path | None = None) -> PedQNetModel:
     return PedQNetModel(recon.eval(), seg.eval() if seg is not None else None, config, dict(state.get("card", {})))
 
 
-def _finetune(model: PedQNetModel, field_ppm: np.ndarray, mask: np.ndarray, weight: np.ndarray, voxel_size,
+def _finetune(model: PedQNetModel, x_full: np.ndarray, mask: np.ndarray, weight: np.ndarray, voxel_size,
               b0_vox, scale: float, steps: int, lr: float, device, seed: int = 0) -> FieldToChiNet:
     """A copy of the reconstruction network adapted to this field by the model-based loss alone."""
     cfg = model.config
@@ -408,13 +414,13 @@ def _finetune(model: PedQNetModel, field_ppm: np.ndarray, mask: np.ndarray, weig
     kernel = dipole_kernel_torch((patch + 2 * pad,) * 3, voxel_size, b0_vox, device=device)[None, None]
     inner = np.zeros((patch,) * 3, np.float32)
     inner[margin: patch - margin, margin: patch - margin, margin: patch - margin] = 1.0
-    geo = geometry_channels(b0_vox, (patch,) * 3)
     for _ in range(steps):
         box = _crop_box(mask.shape, pool[rng.integers(len(pool))], patch)
         m = _pad_to(mask[box].astype(np.float32), patch)
-        y = _pad_to(field_ppm[box], patch) * m
+        xb = _pad_to(x_full[(slice(None), *box)], patch)
+        y = xb[0] * m
         w = _pad_to(weight[box], patch) * m * inner
-        x = torch.from_numpy(np.concatenate([y[None], geo], 0)[None]).to(device)
+        x = torch.from_numpy(np.ascontiguousarray(xb[None])).to(device)
         chi = recon(x) * torch.from_numpy(m[None, None]).to(device)
         loss = model_based_qsm_loss(chi, torch.from_numpy(y[None, None]).to(device), kernel,
                                     torch.from_numpy(w[None, None]).to(device), (pad,) * 3, scale)
@@ -471,13 +477,15 @@ def invert(
     voxel_size = tuple(float(v) for v in voxel_size)
     scale = phase_scale(float(model.config.get("b0", 3.0)), float(model.config.get("te", DEFAULT_TE))) \
         if scale is None else float(scale)
+    from mrinets.physics.inversion import tkd
+
     recon = model.recon
+    first = tkd(field_ppm, mask, voxel_size=voxel_size, b0_dir=b)
+    x = np.concatenate([field_ppm[None], first[None], geometry_channels(b, field_ppm.shape)], 0)
     if finetune_steps > 0:
         weight = _normalised_magnitude(magnitude, mask) if magnitude is not None else mask.astype(np.float32)
-        recon = _finetune(model, field_ppm, mask, weight, voxel_size, b, scale, int(finetune_steps), finetune_lr,
-                          dev)
+        recon = _finetune(model, x, mask, weight, voxel_size, b, scale, int(finetune_steps), finetune_lr, dev)
     patch = model.patch
-    x = np.concatenate([field_ppm[None], geometry_channels(b, field_ppm.shape)], 0)
     roi = [patch * 2 if n > patch * 2 else patch for n in field_ppm.shape]
     roi = [max(patch, int(math.ceil(min(r, n) / 16) * 16)) for r, n in zip(roi, field_ppm.shape)]
     chi = predict_volume(recon, x, roi_size=roi, overlap=overlap, device=dev)[0]
@@ -501,12 +509,10 @@ def held_out_scores(model: PedQNetModel, config: PedQNetTrainConfig, n: int) -> 
 
     rows = []
     for i in range(n):
-        cfg = replace(config, low_iron_share=float(i % 2 == 1), directions_per_phantom=1, anisotropic_share=0.0)
+        cfg = replace(config, low_iron_share=float(i % 2 == 1), directions_per_phantom=1, anisotropic_share=0.0,
+                      snr_range=(100.0, 100.0))
         s = make_subject(HELD_OUT_SEED + i, cfg)
-        rng = np.random.default_rng(HELD_OUT_SEED + i)
-        noisy = s.fields[0] + rng.standard_normal(s.mask.shape).astype(np.float32) / (
-            100.0 * np.maximum(s.weight, 0.1) * phase_scale(config.b0, config.te))
-        noisy = np.where(s.mask, noisy, 0).astype(np.float32)
+        noisy = s.fields[0]
         row = {"seed": HELD_OUT_SEED + i, **{k: s.meta[k] for k in ("voxel_size_mm", "iron_scale", "low_iron")}}
         maps = {"tkd": tkd(noisy, s.mask, voxel_size=s.voxel_size, b0_dir=s.b0_dirs[0]),
                 "pedqnet": invert(noisy, s.mask, voxel_size=s.voxel_size, b0_dir=s.b0_dirs[0], model=model,
