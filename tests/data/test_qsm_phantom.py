@@ -51,3 +51,22 @@ def test_save_writes_labels_table(tmp_path):
     names = {q.name for q in p.save(tmp_path)}
     assert {"mag.nii.gz", "phase.nii.gz", "chi.nii.gz", "labels.nii.gz", "labels.tsv", "phantom.json"} <= names
     assert "globus_pallidus" in (tmp_path / "labels.tsv").read_text()
+
+
+def test_left_right_labels_and_low_iron():
+    from mrinets.data.phantoms.qsm import LR_ROWS
+
+    adult = make_qsm_head(7, voxel_size=3.0, snr=1e6)
+    infant = make_qsm_head(7, voxel_size=3.0, snr=1e6, iron_scale=0.3, myelin_scale=0.2)
+    lr = adult.labels_lr
+    for name, (lab, *_rest) in NUCLEI.items():
+        both = adult.labels == lab
+        np.testing.assert_array_equal(both, (lr == 2 * lab - 1) | (lr == 2 * lab))
+        world_x = adult.affine[0, 0] * np.nonzero(lr == 2 * lab - 1)[0] + adult.affine[0, 3]
+        assert world_x.min() > 0, name  # right side is x > 0 in RAS
+    assert len(LR_ROWS) == 2 * len(NUCLEI)
+    gp = NUCLEI["globus_pallidus"][0]
+    ratio = infant.chi[infant.labels == gp].mean() / adult.chi[adult.labels == gp].mean()
+    assert 0.2 < ratio < 0.45
+    # less negative white matter: the lowest fifth of the brain (white matter, not the small calcification)
+    assert np.percentile(infant.chi[infant.mask], 20) > np.percentile(adult.chi[adult.mask], 20) + 0.01

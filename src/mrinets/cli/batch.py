@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pipeline", choices=list(_COLUMNS))
     p.add_argument("subjects", help="TSV listing the subjects")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--method", choices=("tkd", "tv"), default="tkd", help="qsm: dipole inversion")
+    p.add_argument("--method", choices=("tkd", "tv", "pedqnet"), default="tkd", help="qsm: dipole inversion")
     p.add_argument("--weights", help="wmh, microstructure: weights file (default: the shipped model)")
     p.add_argument("--no-grow", action="store_true", help="wmh: do not grow the trimmed mask (wmh predict --no-grow)")
     add_scale_options(p)

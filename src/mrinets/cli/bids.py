@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("analysis_level", choices=["participant"], help="only participant level exists")
     p.add_argument("--participant-label", nargs="+", help="labels to process (with or without sub-)")
     p.add_argument("--pipelines", nargs="+", choices=PIPELINES, default=list(PIPELINES))
-    p.add_argument("--method", choices=("tkd", "tv"), default="tv", help="QSM dipole inversion (default tv)")
+    p.add_argument("--method", choices=("tkd", "tv", "pedqnet"), default="tv", help="QSM dipole inversion (default tv)")
     p.add_argument("--weights", help="WMH weights file (default: the shipped model)")
     p.add_argument("--no-grow", action="store_true", help="WMH: do not grow the trimmed mask (wmh predict --no-grow)")
     p.add_argument("--noddi-weights", help="microstructure weights file (default: the shipped model)")

@@ -68,7 +68,10 @@ def _demo_qsm(out: Path, seed: int) -> list:
         scores = qsm.evaluate(run_dir / "chi.nii.gz", phantom_dir / "chi.nii.gz", mask=run_dir / "mask.nii.gz",
                               labels=phantom_dir / "labels.nii.gz")
         roi = scores.pop("roi")
-        measures = {**scores, "seconds": round(time.perf_counter() - tic, 2),
+        inside = scores.pop("nuclei", {})
+        sharp = scores.pop("edge_sharpness_per_mm", {})
+        measures = {**scores, "nuclei nrmse_percent": inside.get("nrmse_percent"),
+                    "edge sharpness / truth": sharp["pred"] / sharp["truth"] if sharp else None, "seconds": round(time.perf_counter() - tic, 2),
                     **{f"{name} error ppm": v["error_ppm"] for name, v in roi.items()}}
         sections.append(Section(
             title=f"QSM ({method.upper()}) on a 2 mm susceptibility phantom",

@@ -29,6 +29,7 @@ from mrinets.io.nifti import nifti_stem
 from mrinets.io.tables import read_tsv
 from mrinets.metrics.qsm import qsm_scores, roi_means
 from mrinets.physics.background import check_max_radius, default_vsharp_radii, vsharp
+from mrinets.physics.dipole import b0_direction_in_voxels
 from mrinets.physics.echoes import B0_RANGE, MIN_ECHO_TIME, GreAcquisition, detect_phase_units, fit_echoes, hz_to_ppm
 from mrinets.physics.inversion import QsmReconstructor
 from mrinets.physics.unwrap import unwrap_laplacian, wrap
@@ -42,14 +43,18 @@ __all__ = [
     "predict_and_save",
     "combine_echoes",
     "evaluate",
+    "invert",
+    "invert_local_field",
     "predict",
+    "train",
     "read_labels",
     "reconstruct",
 ]
 
 log = logging.getLogger(__name__)
 
-METHODS = ("tkd", "tv")
+METHODS = ("tkd", "tv", "pedqnet")
+FIELD_UNITS = ("ppm", "hz")
 OUTPUT_NAMES = {
     "chi": "chi.nii.gz",
     "local_field": "local_field.nii.gz",
@@ -58,6 +63,7 @@ OUTPUT_NAMES = {
     "mask": "mask.nii.gz",
     "measures": "measures.json",
     "qc": "qc_chi.png",
+    "nuclei": "nuclei.nii.gz",
 }
 
 
@@ -71,6 +77,7 @@ def bids_output_names(prefix: str) -> dict[str, str]:
         "mask": f"{prefix}_desc-brain_mask.nii.gz",
         "measures": f"{prefix}_desc-qsm_measures.json",
         "qc": f"{prefix}_desc-qc_Chimap.png",
+        "nuclei": f"{prefix}_desc-nuclei_dseg.nii.gz",
     }
 
 
@@ -87,14 +94,21 @@ class QsmConfig:
     b0_dir : tuple of float
         B0 direction in world (scanner) coordinates; the image affine carries it
         into voxel axes.
-    method : {"tkd", "tv"}
-        Dipole inversion.
+    method : {"tkd", "tv", "pedqnet"}
+        Dipole inversion (``pedqnet``: the unsupervised deep network of
+        :mod:`mrinets.pipelines.pedqnet`).
     vsharp_max_radius_mm : float
         Largest V-SHARP kernel; kernels go down to one voxel.
     tkd_threshold : float
         TKD truncation of the dipole kernel.
     tv_lambda, tv_max_iter : float, int
         TV regularisation weight (field in ppm) and ADMM iterations.
+    weights : str, optional
+        PedQ-NET weights file (default: the shipped ``qsm_pedqnet.pt``).
+    finetune_steps : int
+        PedQ-NET self-supervised steps on this scan's field before predicting.
+    device : str
+        ``auto``, ``cpu`` or ``cuda`` for PedQ-NET.
     """
 
     echo_times: tuple[float, ...]
@@ -105,6 +119,9 @@ class QsmConfig:
     tkd_threshold: float = 0.19
     tv_lambda: float = 1e-3
     tv_max_iter: int = 100
+    weights: str | None = None
+    finetune_steps: int = 0
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         self.echo_times = tuple(float(t) for t in np.atleast_1d(self.echo_times))
@@ -138,6 +155,11 @@ class QsmConfig:
             raise ArgumentError("--tkd-threshold", f"must lie in (0, 2/3), got {self.tkd_threshold:g}")
         if self.tv_lambda <= 0 or self.tv_max_iter < 1:
             raise ArgumentError("--tv-lambda", "TV lambda must be positive and iterations at least 1")
+        if self.finetune_steps < 0:
+            raise ArgumentError("--finetune-steps", f"must not be negative, got {self.finetune_steps}")
+        if self.method != "pedqnet" and (self.finetune_steps or self.weights):
+            raise ArgumentError("--finetune-steps" if self.finetune_steps else "--weights",
+                                "only applies to --method pedqnet")
 
 
 @dataclass
@@ -146,11 +168,12 @@ class QsmResult:
 
     chi: np.ndarray
     local_field: np.ndarray
-    total_field: np.ndarray
-    unwrapped_phase: np.ndarray
+    total_field: np.ndarray | None
+    unwrapped_phase: np.ndarray | None
     mask: np.ndarray
     measures: dict
     reference: Image = field(repr=False)
+    nuclei: np.ndarray | None = None
 
     def save(self, outdir: str | Path, *, qc: bool = True, names: dict[str, str] | None = None) -> list[Path]:
         """Write chi, fields, phase, mask, measures and a QC PNG, all or nothing.
@@ -163,8 +186,18 @@ class QsmResult:
             ref = self.reference
             save(self.chi, stage.path(names["chi"]), like=ref)
             save(self.local_field, stage.path(names["local_field"]), like=ref)
-            save(self.total_field, stage.path(names["total_field"]), like=ref)
-            save(self.unwrapped_phase, stage.path(names["unwrapped_phase"]), like=ref)
+            if self.total_field is not None:
+                save(self.total_field, stage.path(names["total_field"]), like=ref)
+            if self.unwrapped_phase is not None:
+                save(self.unwrapped_phase, stage.path(names["unwrapped_phase"]), like=ref)
+            if self.nuclei is not None:
+                from mrinets.pipelines.pedqnet import NUCLEI_CLASSES
+
+                nuclei_name = names.get("nuclei", OUTPUT_NAMES["nuclei"])
+                save(self.nuclei, stage.path(nuclei_name), like=ref, dtype=np.uint8)
+                rows = ["index\tname", *[f"{i}\t{n}" for i, n in enumerate(NUCLEI_CLASSES) if i]]
+                tsv = nuclei_name.replace(".nii.gz", ".tsv")
+                stage.path(tsv).write_text("\n".join(rows) + "\n", encoding="utf-8")
             save(self.mask.astype(np.uint8), stage.path(names["mask"]), like=ref, dtype=np.uint8)
             write_json(stage.path(names["measures"]), self.measures)
             if qc:
@@ -279,6 +312,7 @@ def reconstruct(
     affine: np.ndarray,
     config: QsmConfig,
     mask: np.ndarray | None = None,
+    model=None,
 ) -> dict[str, np.ndarray | dict]:
     """Run the QSM chain on RAS arrays (phase in radians, echoes on the last axis).
 
@@ -310,15 +344,13 @@ def reconstruct(
     tic = time.perf_counter()
     acq = GreAcquisition(echo_times=config.echo_times, b0=config.b0, b0_dir=config.b0_dir, voxel_size=voxel_size)
     b0_vox = acq.b0_dir_in_voxels(affine)
-    if config.method == "tkd":
-        model = QsmReconstructor("tkd", threshold=config.tkd_threshold)
-    else:
-        model = QsmReconstructor("tv", lam=config.tv_lambda, max_iter=config.tv_max_iter)
     weight = np.sqrt((mag**2).mean(axis=-1))
-    chi = model.run(local, eroded, voxel_size=voxel_size, b0_dir=b0_vox, magnitude=weight)
+    chi, nuclei = invert_local_field(local, eroded, voxel_size=voxel_size, b0_vox=b0_vox, config=config,
+                                     magnitude=weight, te=max(config.echo_times), model=model)
     timings["inversion"] = time.perf_counter() - tic
     return {
         "chi": chi.astype(np.float32),
+        "nuclei": nuclei,
         "local_field": local.astype(np.float32),
         "total_field": np.where(brain, total_ppm, 0).astype(np.float32),
         "unwrapped_phase": unwrapped,
@@ -326,6 +358,47 @@ def reconstruct(
         "b0_dir_voxels": b0_vox,
         "timings": timings,
     }
+
+
+def invert_local_field(
+    local: np.ndarray,
+    mask: np.ndarray,
+    *,
+    voxel_size,
+    b0_vox,
+    config: QsmConfig,
+    magnitude: np.ndarray | None = None,
+    te: float | None = None,
+    model=None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Dipole inversion of a local field (ppm) by ``config.method``: ``(chi, nuclei or None)``.
+
+    ``te`` (s) with ``config.b0`` sets PedQ-NET's fine-tuning phase scale
+    (radians per ppm); without it the training's is used. ``model``: PedQ-NET
+    already loaded (default: ``config.weights``).
+    """
+    if config.method == "pedqnet":
+        from mrinets.pipelines.pedqnet import invert, load_model, phase_scale
+
+        model = load_model(config.weights) if model is None else model
+        scale = phase_scale(config.b0, te) if te is not None else None
+        out = invert(local, mask, voxel_size=voxel_size, b0_dir=b0_vox, model=model, magnitude=magnitude,
+                     scale=scale, finetune_steps=config.finetune_steps, device=config.device)
+        return out["chi"], out["nuclei"]
+    if config.method == "tkd":
+        model = QsmReconstructor("tkd", threshold=config.tkd_threshold)
+    else:
+        model = QsmReconstructor("tv", lam=config.tv_lambda, max_iter=config.tv_max_iter)
+    return model.run(local, mask, voxel_size=voxel_size, b0_dir=b0_vox, magnitude=magnitude), None
+
+
+def _pedqnet_model(config: QsmConfig):
+    """PedQ-NET weights, read before any work so that a bad file fails first (None for other methods)."""
+    if config.method != "pedqnet":
+        return None
+    from mrinets.pipelines.pedqnet import load_model
+
+    return load_model(config.weights)
 
 
 def _load_gre(paths: str | Path | list | tuple) -> Image:
@@ -382,8 +455,9 @@ def predict(
 
     mask_arr = None if mask is None else load_mask(mask, like=mag_img)
     label_arr, names = (None, {}) if labels is None else read_labels(labels, like=mag_img)
+    model = _pedqnet_model(config)
 
-    out = reconstruct(mag, phs, affine=mag_img.affine, config=config, mask=mask_arr)
+    out = reconstruct(mag, phs, affine=mag_img.affine, config=config, mask=mask_arr, model=model)
     eroded = out["mask"]
     chi = out["chi"]
     measures: dict = {
@@ -404,6 +478,10 @@ def predict(
     if label_arr is not None:
         inside = np.where(eroded, label_arr, 0)
         measures["roi_mean_chi_ppm"] = roi_means(chi, inside, names)
+    if out["nuclei"] is not None:
+        from mrinets.pipelines.pedqnet import NUCLEI_CLASSES
+
+        measures["nuclei_mean_chi_ppm"] = roi_means(chi, out["nuclei"], dict(enumerate(NUCLEI_CLASSES)))
     return QsmResult(
         chi=chi,
         local_field=out["local_field"],
@@ -412,7 +490,65 @@ def predict(
         mask=eroded,
         measures=measures,
         reference=mag_img if mag_img.data.ndim == 3 else mag_img.with_data(mag_img.data[..., 0]),
+        nuclei=out["nuclei"],
     )
+
+
+def invert(
+    field_path: str | Path,
+    *,
+    config: QsmConfig,
+    mask: str | Path,
+    unit: str = "ppm",
+    magnitude: str | Path | None = None,
+    labels: str | Path | None = None,
+) -> QsmResult:
+    """Dipole inversion of a local field map, as QSM challenge data come (no phase processing).
+
+    ``unit`` is ``ppm`` (relative field) or ``hz`` (frequency, converted with
+    ``config.b0``). ``config.echo_times`` (one TE) sets PedQ-NET's phase scale
+    for fine-tuning; ``magnitude`` (optional) weights TV and fine-tuning.
+    """
+    if unit not in FIELD_UNITS:
+        raise ArgumentError("--unit", f"must be one of {', '.join(FIELD_UNITS)}, got {unit!r}")
+    field_img = load(field_path, ndim=3)
+    inside = load_mask(mask, like=field_img)
+    local = field_img.data.astype(np.float32)
+    if unit == "hz":
+        local = hz_to_ppm(local, b0=config.b0)
+    if not np.isfinite(local[inside]).all():
+        raise InputError(field_img.path, "has NaN or infinite values inside the mask")
+    mag = None
+    if magnitude is not None:
+        mag_img = load(magnitude, ndim=(3, 4))
+        check_same_grid(field_img, mag_img)
+        mag = np.abs(mag_img.data) if mag_img.data.ndim == 3 else np.sqrt((mag_img.data**2).mean(-1))
+    label_arr, names = (None, {}) if labels is None else read_labels(labels, like=field_img)
+    model = _pedqnet_model(config)
+    local = np.where(inside, local, 0).astype(np.float32)
+    b0_vox = b0_direction_in_voxels(config.b0_dir, field_img.affine)
+    tic = time.perf_counter()
+    chi, nuclei = invert_local_field(local, inside, voxel_size=field_img.voxel_size, b0_vox=b0_vox, config=config,
+                                     magnitude=mag, te=max(config.echo_times), model=model)
+    measures: dict = {
+        "method": config.method,
+        "config": asdict(config),
+        "field_unit": unit,
+        "b0_dir_voxels": [float(v) for v in b0_vox],
+        "voxel_size_mm": [float(v) for v in field_img.voxel_size],
+        "mask_volume_ml": float(inside.sum() * np.prod(field_img.voxel_size) / 1000.0),
+        "mean_chi_ppm": float(chi[inside].mean()),
+        "timings_s": {"inversion": round(time.perf_counter() - tic, 3)},
+        "inputs": {"field": str(field_path), "mask": str(mask), "magnitude": str(magnitude) if magnitude else None},
+    }
+    if label_arr is not None:
+        measures["roi_mean_chi_ppm"] = roi_means(chi, np.where(inside, label_arr, 0), names)
+    if nuclei is not None:
+        from mrinets.pipelines.pedqnet import NUCLEI_CLASSES
+
+        measures["nuclei_mean_chi_ppm"] = roi_means(chi, nuclei, dict(enumerate(NUCLEI_CLASSES)))
+    return QsmResult(chi=chi.astype(np.float32), local_field=local, total_field=None, unwrapped_phase=None,
+                     mask=inside, measures=measures, reference=field_img, nuclei=nuclei)
 
 
 def predict_and_save(
@@ -441,11 +577,64 @@ def evaluate(
     *,
     mask: str | Path,
     labels: str | Path | None = None,
+    field: str | Path | None = None,
+    b0_dir: tuple[float, float, float] = (0.0, 0.0, 1.0),
 ) -> dict:
-    """2016-challenge scores of a susceptibility map against the truth, in a mask."""
+    """2016-challenge scores of a susceptibility map against the truth, in a mask.
+
+    With ``labels`` (nuclei): per-ROI errors, NRMSE/HFEN/SSIM inside the
+    nuclei (dilated by one voxel, so their edges count) and the nucleus-edge
+    sharpness of both maps. With ``field`` (the local field, ppm) and
+    ``b0_dir`` (world): the dipole kernel estimated backward from
+    (field, chi) for both maps, against the true kernel.
+    """
+    from scipy import ndimage
+
+    from mrinets.metrics.qsm import edge_sharpness, estimate_dipole_kernel
+
     pred_img = load(pred, allow_empty=True)
     truth_img = load(truth)
     check_same_grid(truth_img, pred_img)
     inside = load_mask(mask, like=truth_img)
     label_arr, names = (None, {}) if labels is None else read_labels(labels, like=truth_img)
-    return qsm_scores(pred_img.data, truth_img.data, mask=inside, labels=label_arr, names=names)
+    scores = qsm_scores(pred_img.data, truth_img.data, mask=inside, labels=label_arr, names=names)
+    if label_arr is not None and (label_arr * inside).any():
+        nuclei = ndimage.binary_dilation(label_arr > 0) & inside
+        scores["nuclei"] = {k: v for k, v in qsm_scores(pred_img.data, truth_img.data, mask=nuclei).items()}
+        lab = np.where(inside, label_arr, 0)
+        scores["edge_sharpness_per_mm"] = {
+            "pred": edge_sharpness(pred_img.data, lab, voxel_size=truth_img.voxel_size),
+            "truth": edge_sharpness(truth_img.data, lab, voxel_size=truth_img.voxel_size),
+        }
+    if field is not None:
+        field_img = load(field)
+        check_same_grid(truth_img, field_img)
+        b = b0_direction_in_voxels(b0_dir, truth_img.affine)
+        f = np.where(inside, field_img.data, 0)
+        scores["dipole_kernel"] = {
+            name: estimate_dipole_kernel(f, np.where(inside, img.data, 0), voxel_size=truth_img.voxel_size, b0_dir=b)
+            for name, img in (("pred", pred_img), ("truth", truth_img))
+        }
+    return scores
+
+
+def train(config, outdir: str | Path, *, test_phantoms: int = 2, command: str | None = None) -> dict:
+    """Train PedQ-NET (:class:`~mrinets.pipelines.pedqnet.PedQNetTrainConfig`) and write its weights and card.
+
+    Writes ``qsm_pedqnet.pt``, ``qsm_pedqnet.md`` (model card: ``command``,
+    the config, training history, held-out scores) and ``train_report.json``
+    to ``outdir``. Held-out phantoms (seeds 90000 + i, every other one low-iron)
+    are inverted from their true local field with TKD and the new network.
+    """
+    from mrinets.pipelines import pedqnet as pq
+
+    outdir = Path(outdir)
+    model, report = pq.train(config)
+    report["held_out"] = pq.held_out_scores(model, config, test_phantoms) if test_phantoms else []
+    card = {"command": command, "report": report}
+    with OutputStage(outdir) as stage:
+        pq.save_weights(model, stage.path("qsm_pedqnet.pt"), card={"command": command,
+                                                                  "held_out": report["held_out"]})
+        write_json(stage.path("train_report.json"), report)
+        stage.path("qsm_pedqnet.md").write_text(pq.model_card(card), encoding="utf-8")
+    return report

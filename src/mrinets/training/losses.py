@@ -14,11 +14,14 @@ structural loss ``1 - SSIM`` that LoHiResGAN adds (Islam et al. 2023).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
 __all__ = ["acquire", "soft_dice_loss", "segmentation_loss", "super_resolution_loss", "weighted_ce_dice_loss",
-           "distillation_loss", "adversarial_loss", "ssim_2d", "ssim_loss"]
+           "distillation_loss", "adversarial_loss", "ssim_2d", "ssim_loss", "dipole_kernel_torch",
+           "dipole_convolve", "model_based_qsm_loss"]
 
 
 def acquire(prob: torch.Tensor, grid: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -191,3 +194,70 @@ def ssim_2d(pred: torch.Tensor, target: torch.Tensor, *, data_range: float = 2.0
 def ssim_loss(pred: torch.Tensor, target: torch.Tensor, *, data_range: float = 2.0) -> torch.Tensor:
     """``1 - SSIM``: the structural term of LoHiResGAN's generator loss."""
     return 1.0 - ssim_2d(pred, target, data_range=data_range)
+def dipole_kernel_torch(shape, voxel_size, b0_dir, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Unit dipole kernel on the full FFT grid of ``shape``, as :func:`mrinets.physics.dipole.dipole_kernel`.
+
+    The same convention (``D(0) = 0``; ``(k.b)^2`` averaged over both signs of
+    a Nyquist component so the kernel stays even), built in torch so that a
+    training step can use each sample's own B0 direction and voxel size.
+    """
+    b = torch.as_tensor(b0_dir, dtype=torch.float64).reshape(3)
+    b = b / torch.linalg.norm(b)
+    freqs = []
+    for axis, (n, h) in enumerate(zip(shape, voxel_size)):
+        view = [1, 1, 1]
+        view[axis] = int(n)
+        freqs.append(torch.fft.fftfreq(int(n), d=float(h), dtype=torch.float64).reshape(view))
+    kb = torch.zeros((), dtype=torch.float64)
+    aliased = torch.zeros((), dtype=torch.float64)
+    for k, n, bi in zip(freqs, shape, b):
+        nyq = torch.zeros(k.shape, dtype=torch.bool)
+        if int(n) % 2 == 0:
+            nyq.reshape(-1)[int(n) // 2] = True
+        kb = kb + torch.where(nyq, 0.0, k * bi)
+        aliased = aliased + torch.where(nyq, (k * bi) ** 2, 0.0)
+    k2 = freqs[0] ** 2 + freqs[1] ** 2 + freqs[2] ** 2
+    k2 = torch.where(k2 == 0, 1.0, k2)
+    kernel = 1.0 / 3.0 - (kb * kb + aliased) / k2
+    kernel[0, 0, 0] = 0.0
+    return kernel.to(device=device, dtype=dtype)
+
+
+def dipole_convolve(chi: torch.Tensor, kernel: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
+    """Field of ``chi`` (N, 1, X, Y, Z) with per-sample kernels (N, 1, X+2p, Y+2p, Z+2p) on a zero-padded grid.
+
+    Padding by ``pad`` voxels on each side turns the FFT's periodic
+    convolution into a linear one for sources ``pad`` voxels apart, so a
+    patch's sources do not wrap onto its opposite side.
+    """
+    px, py, pz = (int(p) for p in pad)
+    padded = F.pad(chi, (pz, pz, py, py, px, px))
+    field = torch.fft.ifftn(torch.fft.fftn(padded, dim=(-3, -2, -1)) * kernel, dim=(-3, -2, -1)).real
+    return field[..., px: px + chi.shape[-3], py: py + chi.shape[-2], pz: pz + chi.shape[-1]]
+
+
+def model_based_qsm_loss(chi: torch.Tensor, phase: torch.Tensor, kernel: torch.Tensor, weight: torch.Tensor,
+                         pad: Sequence[int], phase_scale: torch.Tensor | float) -> torch.Tensor:
+    """``|| W m (exp(i s D*chi) - exp(i s y)) ||_1`` per voxel of the weights, averaged over the batch.
+
+    Parameters
+    ----------
+    chi : Tensor (N, 1, X, Y, Z)
+        Susceptibility in ppm (zero outside the mask).
+    phase : Tensor (N, 1, X, Y, Z)
+        Local field in ppm; ``phase_scale * phase`` is the phase in radians.
+    kernel : Tensor (N, 1, X+2p, Y+2p, Z+2p)
+        Dipole kernels (:func:`dipole_kernel_torch`) of each sample's B0 direction and voxel size.
+    weight : Tensor (N, 1, X, Y, Z)
+        Mask times magnitude weighting ``W m`` (0 where a voxel must not count).
+    pad : sequence of 3 int
+        Zero padding of :func:`dipole_convolve`.
+    phase_scale : float or Tensor (N,)
+        Radians per ppm, ``gamma * B0 * TE``: compares the fields as the
+        complex signals of that echo, so noise in the phase enters as it does
+        in the GRE data and phase wraps cost nothing.
+    """
+    s = torch.as_tensor(phase_scale, dtype=chi.dtype, device=chi.device).reshape(-1, *([1] * (chi.ndim - 1)))
+    model_phase = s * dipole_convolve(chi, kernel, pad)
+    diff = torch.polar(torch.ones_like(model_phase), model_phase) - torch.polar(torch.ones_like(phase), s * phase)
+    return (weight * diff.abs()).flatten(1).sum(1).div(weight.flatten(1).sum(1).clamp(min=1.0)).mean()

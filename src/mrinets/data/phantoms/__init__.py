@@ -61,11 +61,12 @@ def _make_head(*, seed: int, out: Path, voxel_size, slice_thickness, snr, contra
     return subject.save(out)
 
 
-def _make_qsm(*, seed: int, out: Path, voxel_size, te, b0, b0_dir, snr, crop) -> list[Path]:
+def _make_qsm(*, seed: int, out: Path, voxel_size, te, b0, b0_dir, snr, crop, iron_scale=1.0,
+              myelin_scale=1.0) -> list[Path]:
     from mrinets.data.phantoms.qsm import make_qsm_head
 
     phantom = make_qsm_head(seed, voxel_size=voxel_size, echo_times=tuple(te), b0=b0, b0_dir=tuple(b0_dir), snr=snr,
-                            crop_mm=crop or None)
+                            crop_mm=crop or None, iron_scale=iron_scale, myelin_scale=myelin_scale)
     return phantom.save(out)
 
 
@@ -109,6 +110,8 @@ register(PhantomKind(
         PhantomOption("b0-dir", float, [0.0, 0.0, 1.0], "B0 direction in world coordinates", nargs=3),
         PhantomOption("snr", float, 100.0, "white-matter magnitude over noise std at the first echo"),
         PhantomOption("crop", float, 0.0, "keep a cube of this side (mm) around the deep grey nuclei (0: whole head)"),
+        PhantomOption("iron-scale", float, 1.0, "nucleus iron (chi) scale; 0.2-0.4 for an infant-like brain"),
+        PhantomOption("myelin-scale", float, 1.0, "white-matter chi scale; low in an unmyelinated infant brain"),
     ),
     make=_make_qsm,
 ))

@@ -41,13 +41,19 @@ NUCLEI: dict[str, tuple[int, tuple[float, float, float], tuple[float, float, flo
 }
 CHI = {"wm": -0.03, "gm": 0.015, "csf": 0.0, "vein": 0.35, "calcification": -0.25,
        "skull": -2.0, "scalp": -0.05, "air": 9.4}
+# labels_lr: nucleus label n is 2n - 1 on the right (x > 0 in RAS) and 2n on the left.
+LR_ROWS = [f"{2 * lab - 1 + k}\t{name}_{side}" for name, (lab, *_r) in NUCLEI.items() for k, side in enumerate("RL")]
 R2STAR = {"wm": 21.0, "gm": 15.0, "csf": 3.0, "nucleus_per_ppm": 150.0, "vein": 45.0, "calcification": 60.0}
 PD = {"wm": 0.70, "gm": 0.85, "csf": 1.0, "skull": 0.05, "scalp": 0.6, "air": 0.0}
 
 
 @dataclass
 class QsmPhantom:
-    """A simulated GRE scan and its ground truth (RAS arrays on one grid)."""
+    """A simulated GRE scan and its ground truth (RAS arrays on one grid).
+
+    ``labels`` numbers each nucleus as :data:`NUCLEI` does, both sides alike;
+    ``labels_lr`` tells right from left (:data:`LR_ROWS`).
+    """
 
     chi: np.ndarray
     local_field: np.ndarray
@@ -61,6 +67,7 @@ class QsmPhantom:
     b0: float
     b0_dir: tuple[float, float, float]
     meta: dict = field(default_factory=dict)
+    labels_lr: np.ndarray | None = None
 
     def save(self, outdir: str | Path) -> list[Path]:
         """Write the scan, the truth, labels with a BIDS-style TSV, and phantom.json."""
@@ -75,6 +82,9 @@ class QsmPhantom:
             save(self.labels, stage.path("labels.nii.gz"), like=ref, dtype=np.uint8)
             rows = ["index\tname"] + [f"{lab}\t{name}" for name, (lab, *_rest) in NUCLEI.items()]
             stage.path("labels.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+            if self.labels_lr is not None:
+                save(self.labels_lr, stage.path("labels_lr.nii.gz"), like=ref, dtype=np.uint8)
+                stage.path("labels_lr.tsv").write_text("\n".join(["index\tname", *LR_ROWS]) + "\n", encoding="utf-8")
             write_json(
                 stage.path("phantom.json"),
                 {"echo_times": list(self.echo_times), "b0": self.b0, "b0_dir": list(self.b0_dir), **self.meta},
@@ -119,6 +129,8 @@ def make_qsm_head(
     b0_dir: tuple[float, float, float] = (0.0, 0.0, 1.0),
     snr: float = 100.0,
     crop_mm: float | None = None,
+    iron_scale: float = 1.0,
+    myelin_scale: float = 1.0,
 ) -> QsmPhantom:
     """Simulate a multi-echo GRE scan of a susceptibility head.
 
@@ -141,6 +153,12 @@ def make_qsm_head(
     crop_mm : float, optional
         Side of a cube around the deep grey nuclei, for fast tests; the
         background field is still made by the whole head.
+    iron_scale : float
+        Multiplies the deep grey nuclei's susceptibility (and their R2*):
+        about 0.2-0.4 gives the low-iron nuclei of an infant brain.
+    myelin_scale : float
+        Multiplies white matter's (negative) susceptibility; low in an
+        unmyelinated infant brain, whose grey-white contrast is weak.
 
     Returns
     -------
@@ -150,6 +168,9 @@ def make_qsm_head(
         raise ValueError(f"voxel_size must be positive, got {voxel_size!r}")
     if not snr > 0:
         raise ValueError(f"snr must be positive, got {snr!r}")
+    for name, value in (("iron_scale", iron_scale), ("myelin_scale", myelin_scale)):
+        if not 0 <= value <= 10:
+            raise ValueError(f"{name} must be a scale from 0 to 10, got {value!r}")
     GreAcquisition(echo_times=echo_times, b0=b0, b0_dir=b0_dir)  # the acquisition's own checks
     from mrinets.data.phantoms.budget import check_grid_memory
     from mrinets.data.templates import MNI_SHAPE
@@ -166,12 +187,13 @@ def make_qsm_head(
     world = (affine[:3, :3] @ ijk + affine[:3, 3:4]).reshape(3, *shape).astype(np.float32)
 
     scale = {k: v * rng.uniform(0.85, 1.15) for k, v in CHI.items()}
-    chi = scale["wm"] * wm + scale["gm"] * gm + scale["csf"] * csf
+    chi = scale["wm"] * myelin_scale * wm + scale["gm"] * gm + scale["csf"] * csf
     labels = np.zeros(shape, np.uint8)
+    labels_lr = np.zeros(shape, np.uint8)
     r2s = R2STAR["wm"] * wm + R2STAR["gm"] * gm + R2STAR["csf"] * csf
     nucleus_chi = {}
     for name, (lab, centre, axes, value) in NUCLEI.items():
-        v = value * rng.uniform(0.8, 1.2)
+        v = value * rng.uniform(0.8, 1.2) * iron_scale
         nucleus_chi[name] = v
         for side in (1.0, -1.0):
             c = (side * centre[0] + rng.normal(0, 0.5), centre[1] + rng.normal(0, 0.5), centre[2])
@@ -179,6 +201,7 @@ def make_qsm_head(
             chi = chi * (1 - w) + v * w
             r2s = r2s * (1 - w) + (R2STAR["gm"] + R2STAR["nucleus_per_ppm"] * v) * w
             labels[w > 0.5] = lab
+            labels_lr[w > 0.5] = 2 * lab - 1 if side > 0 else 2 * lab
 
     veins = np.zeros(shape, np.float32)
     for _ in range(6):
@@ -249,6 +272,7 @@ def make_qsm_head(
         phase=np.angle(signal)[box].astype(np.float32),
         mask=mask[box],
         labels=labels[box],
+        labels_lr=labels_lr[box],
         affine=affine,
         echo_times=tuple(float(t) for t in echo_times),
         b0=float(b0),
@@ -262,5 +286,7 @@ def make_qsm_head(
             "nucleus_chi_ppm": nucleus_chi,
             "calcification_centre_mm": calc_centre.tolist(),
             "noise_sigma": float(sigma),
+            "iron_scale": float(iron_scale),
+            "myelin_scale": float(myelin_scale),
         },
     )
