@@ -27,7 +27,6 @@ from mrinets.training.patches import extract_patch
 __all__ = ["DEFAULT_WEIGHTS", "CmbConfig", "CmbModel", "CmbResult", "load_model", "save_model", "detect",
            "predict", "mars_location", "LOCATIONS"]
 
-
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "cmb_detector.pt"
 LOCATIONS = ("lobar", "deep", "infratentorial", "unknown")
 # Voxel sizes (mm) the working grid stays faithful to: coarser loses small blooms, finer is averaged away.
