@@ -16,7 +16,8 @@ def _image():
 
 def test_one_panel_per_marked_slice(tmp_path):
     one = marks_png(_image(), tmp_path / "one.png", [(5, 5, 3)])
-    three = marks_png(_image(), tmp_path / "three.png", [(5, 5, 3), (10, 10, 3), (6, 7, 6), (1, 1, 8)], ids=[4, 5, 6, 7])
+    marks = [(5, 5, 3), (10, 10, 3), (6, 7, 6), (1, 1, 8)]
+    three = marks_png(_image(), tmp_path / "three.png", marks, ids=[4, 5, 6, 7])
     w1, _ = PILImage.open(one).size
     w3, _ = PILImage.open(three).size
     assert w3 == 3 * w1  # slices 3, 6 and 8: three panels side by side
