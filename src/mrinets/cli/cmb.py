@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from mrinets.cli.common import add_common, finite_float, nonnegative_int, positive_float, positive_int, share_float
 
 NAME = "cmb"
 CONTRASTS = ("swi", "gre", "qsm")
-log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

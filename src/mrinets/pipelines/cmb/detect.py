@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +20,12 @@ from mrinets.physics.sampling import affine_resample
 from mrinets.pipelines.cmb.cleanup import CleanupRules, cleanup
 from mrinets.pipelines.cmb.data import (CONTRASTS, WORK_MM, auto_mask, input_channels, intensity_stats, standardise,
                                         to_working_grid)
-from mrinets.pipelines.cmb.model import (build_step1, candidate_clusters, classify_patches, step1_probability)
+from mrinets.pipelines.cmb.model import candidate_clusters, classify_patches, step1_probability
 from mrinets.training.engine import load_checkpoint, resolve_device
 from mrinets.training.patches import extract_patch
 
 __all__ = ["DEFAULT_WEIGHTS", "CmbConfig", "CmbModel", "CmbResult", "load_model", "save_model", "detect",
            "predict", "mars_location", "LOCATIONS"]
-
-log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "cmb_detector.pt"
 LOCATIONS = ("lobar", "deep", "infratentorial", "unknown")
