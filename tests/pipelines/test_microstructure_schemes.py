@@ -142,7 +142,8 @@ def test_pretrain_scheme_from_writes_weights_and_a_card_predict_uses(tmp_path, c
     again = ms.load_model(tuned)
     assert again.scheme.same_as(model.scheme) and again.card["finetune"]["subjects"] == 1
     text = tuned.with_suffix(".md").read_text()
-    assert "- pretrain: `mrinets microstructure pretrain" in text and "- finetune: `mrinets microstructure finetune" in text
+    assert "- pretrain: `mrinets microstructure pretrain" in text
+    assert "- finetune: `mrinets microstructure finetune" in text
 
 
 def test_public_api_has_predict_evaluate_train():
