@@ -151,3 +151,12 @@ def test_public_api_has_predict_evaluate_train():
 
     for name in ("predict", "evaluate", "train"):
         assert callable(getattr(mrinets.microstructure, name))
+
+
+def test_train_makes_a_network_for_a_given_scheme_with_held_out_errors():
+    scheme = schemes.spec_scheme(REG["b700-b2000"])
+    model = ms.train(scheme, subjects=1, fit=ms.FitConfig(epochs=1, quiet=True, device="cpu"), crop=CROP,
+                     test_subjects=1)
+    assert model.scheme.same_as(scheme) and model.card["pretrain"]["crop"] == [list(c) for c in CROP]
+    net, fit = model.card["held_out"]["network"], model.card["held_out"]["fit_on_low_quality"]
+    assert 0 < net["mae_mean"] < 0.5 and 0 < fit["mae_mean"] < 0.5
