@@ -33,3 +33,17 @@ def real_gre() -> tuple[Path, Path]:
 def wmh_boxes() -> Path:
     """Folder of deep-T1-WMH's frontal and right-side MNI boxes."""
     return reference_file("deep-t1-wmh", "frontalMNI_box.nii.gz").parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_a_temporary_folder(tmp_path_factory):
+    """Auxiliary phantoms kept by the microstructure pipeline go to a temporary folder, not ~/.cache."""
+    import os
+
+    old = os.environ.get("MRINETS_CACHE")
+    os.environ["MRINETS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("MRINETS_CACHE", None)
+    else:
+        os.environ["MRINETS_CACHE"] = old
