@@ -142,7 +142,8 @@ def test_pretrain_scheme_from_writes_weights_and_a_card_predict_uses(tmp_path, c
     again = ms.load_model(tuned)
     assert again.scheme.same_as(model.scheme) and again.card["finetune"]["subjects"] == 1
     text = tuned.with_suffix(".md").read_text()
-    assert "- pretrain: `mrinets microstructure pretrain" in text and "- finetune: `mrinets microstructure finetune" in text
+    assert "- pretrain: `mrinets microstructure pretrain" in text
+    assert "- finetune: `mrinets microstructure finetune" in text
 
 
 def test_public_api_has_predict_evaluate_train():
@@ -150,3 +151,23 @@ def test_public_api_has_predict_evaluate_train():
 
     for name in ("predict", "evaluate", "train"):
         assert callable(getattr(mrinets.microstructure, name))
+
+
+def test_train_makes_a_network_for_a_given_scheme_with_held_out_errors():
+    scheme = schemes.spec_scheme(REG["b700-b2000"])
+    model = ms.train(scheme, subjects=1, fit=ms.FitConfig(epochs=1, quiet=True, device="cpu"), crop=CROP,
+                     test_subjects=1)
+    assert model.scheme.same_as(scheme) and model.card["pretrain"]["crop"] == [list(c) for c in CROP]
+    net, fit = model.card["held_out"]["network"], model.card["held_out"]["fit_on_low_quality"]
+    assert 0 < net["mae_mean"] < 0.5 and 0 < fit["mae_mean"] < 0.5
+
+
+def test_auxiliary_subject_is_kept_and_read_back_the_same(monkeypatch, tmp_path):
+    monkeypatch.setenv("MRINETS_CACHE", str(tmp_path))
+    scheme = schemes.spec_scheme(REG["b1000"])
+    first = ex.auxiliary_set(ex.AUX_SEED_START + 7, scheme, crop=CROP)
+    assert len(list((tmp_path / "microstructure").glob("aux-*.npz"))) == 1
+    again = ex.auxiliary_set(ex.AUX_SEED_START + 7, scheme, crop=CROP)  # from the file
+    np.testing.assert_array_equal(first.patches, again.patches)
+    monkeypatch.setenv("MRINETS_CACHE", "")  # not kept: computed again, the same numbers
+    np.testing.assert_array_equal(ex.auxiliary_set(ex.AUX_SEED_START + 7, scheme, crop=CROP).patches, first.patches)

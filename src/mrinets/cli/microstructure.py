@@ -178,10 +178,10 @@ def _command(action: str, args: argparse.Namespace, extra: list[str]) -> str:
 def _pretrain_scheme(args: argparse.Namespace):
     """The network's scheme, a label for the card and the command-line words that name it."""
     from mrinets.errors import ArgumentError, DimensionError
+    from mrinets.physics.diffusion import GradientScheme
     from mrinets.pipelines.microstructure import experiment
     from mrinets.pipelines.microstructure.data import target_scheme
     from mrinets.pipelines.microstructure.schemes import REGISTRY, spec_scheme
-    from mrinets.physics.diffusion import GradientScheme
 
     if args.scheme:
         return spec_scheme(REGISTRY[args.scheme]), f"registry scheme {args.scheme}", ["--scheme", args.scheme]

@@ -33,9 +33,10 @@ from mrinets.pipelines.microstructure.data import (FULL_TARGET_SCHEME, PARAMETER
                                                    target_indices, target_scheme, training_set)
 from mrinets.pipelines.microstructure.model import FitConfig, NetConfig, predict_ratios, train_network
 
-__all__ = ["AUX_SCHEME", "AuxiliarySubject", "auxiliary_subject", "FULL_TARGET_SCHEME", "TargetSubject", "auxiliary_noise", "auxiliary_set", "target_subject",
-           "target_indices", "scheme_subject", "score", "fit_scores", "pretrain", "rehearsal_set", "finetune", "evaluate", "evaluate_fit",
-           "AUX_SEED_START", "TRAIN_SEED_START", "TEST_SEED_START"]
+__all__ = ["AUX_SCHEME", "AuxiliarySubject", "auxiliary_subject", "FULL_TARGET_SCHEME", "TargetSubject",
+           "auxiliary_noise", "auxiliary_set", "target_subject", "target_indices", "scheme_subject", "score",
+           "fit_scores", "pretrain", "rehearsal_set", "finetune", "evaluate", "evaluate_fit", "AUX_SEED_START",
+           "TRAIN_SEED_START", "TEST_SEED_START"]
 
 log = logging.getLogger(__name__)
 
