@@ -39,6 +39,8 @@ def wmh_boxes() -> Path:
 def ms_patient() -> tuple[Path, Path]:
     """The real MS patient (skull-stripped, MNI space, LAS): (T1, consensus lesion mask)."""
     return reference_file("ms-lesion-t1", "T1.nii.gz"), reference_file("ms-lesion-t1", "consensus_gt.nii.gz")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _cache_in_a_temporary_folder(tmp_path_factory):
     """Auxiliary phantoms kept by the microstructure pipeline go to a temporary folder, not ~/.cache."""
