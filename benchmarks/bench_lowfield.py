@@ -59,7 +59,7 @@ def main() -> None:
         if path.exists() and _same(lowfield.load_model(path, args.contrast).card.get("config"), cfg.as_dict()):
             models[name] = lowfield.load_model(path, args.contrast)
         else:
-            model, history = lowfield.train(cfg, cache=args.cache, quiet=False)
+            model, _ = lowfield.train(cfg, cache=args.cache, quiet=False)
             model.card["model"] = name
             lowfield.save_weights(model, path)
             models[name] = model
