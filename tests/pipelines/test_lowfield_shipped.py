@@ -71,3 +71,15 @@ def test_real_t1_degraded_by_our_model_runs_through_predict(real_t1, shipped, tm
     assert np.corrcoef(synthetic[mask], hf[mask])[0, 1] > 0.5
     raw = ssim(np.clip(pair.lf_work, 0, 1), hf, data_range=1, mask=mask)
     assert ssim(np.clip(synthetic, 0, 1), hf, data_range=1, mask=mask) > raw - 0.1
+
+
+def test_t2_weights_load_with_their_card():
+    path = lowfield.default_weights("t2")
+    if not path.exists():
+        pytest.fail(f"shipped weights missing: {path}")
+    model = lowfield.load_model(None, "t2")
+    assert model.contrast == "t2" and model.card["command"].startswith("mrinets lowfield train --model lohiresgan "
+                                                                      "--contrast t2 ")
+    assert model.card["command"] in path.with_suffix(".md").read_text()
+    x = torch.zeros(1, 2 * model.context + 1, 32, 32) - 1.0
+    assert model.generator(x).shape == (1, 1, 32, 32)
