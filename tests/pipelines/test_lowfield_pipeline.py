@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from mrinets.errors import ArgumentError
 from mrinets.pipelines import lowfield
 from mrinets.pipelines.lowfield.model import SliceData, pad_multiple, stack_slices, train_model, translate_volume
 
@@ -63,7 +64,7 @@ def tiny_weights(tmp_path_factory):
     lf, hf, masks = _volumes(rng)
     config = lowfield.TrainConfig(model="lohiresgan", iterations=1, batch_size=2, features=4, n_blocks=1,
                                   device="cpu")
-    gen, spec, history = train_model(SliceData(lf, hf, masks, 1), config, quiet=True)
+    gen, spec, _ = train_model(SliceData(lf, hf, masks, 1), config, quiet=True)
     model = lowfield.LowFieldModel(generator=gen, spec=spec, context=1, contrast="t1",
                                    card={"config": config.as_dict(), "command": "test"})
     path = tmp_path_factory.mktemp("w") / "lowfield_t1.pt"
@@ -76,7 +77,7 @@ def test_weights_round_trip_and_contrast_check(tiny_weights):
     loaded = lowfield.load_model(path, "t1")
     x = torch.randn(1, 3, 16, 16)
     assert torch.allclose(loaded.generator(x), model.generator(x))
-    with pytest.raises(lowfield.ArgumentError, match="trained on t1"):
+    with pytest.raises(ArgumentError, match="trained on t1"):
         lowfield.load_model(path, "t2")
 
 
@@ -105,7 +106,7 @@ def test_evaluate_pairs_scores_identity_as_perfect(tiny_weights):
     from mrinets.data.phantoms.lowfield import LowFieldPair
 
     rng = np.random.default_rng(4)
-    lf, hf, masks = _volumes(rng, n=2, shape=(24, 24, 12))
+    _, hf, masks = _volumes(rng, n=2, shape=(24, 24, 12))
     hf = [h + rng.normal(0, 0.03, h.shape).astype(np.float32) for h in hf]  # a mixture needs spread classes
     tissue = np.zeros((3, *hf[0].shape), np.float32)
     pairs = [LowFieldPair(lowfield=hf[i], lowfield_affine=np.eye(4), lf_work=hf[i], hf_work=hf[i],

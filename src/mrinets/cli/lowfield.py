@@ -78,7 +78,6 @@ def _predict(args: argparse.Namespace) -> int:
     from mrinets.io import ensure_outdir
     from mrinets.io.nifti import load
     from mrinets.pipelines import lowfield
-
     from mrinets.training.engine import resolve_device
 
     resolve_device(args.device)
@@ -110,10 +109,10 @@ def train_command(args: argparse.Namespace) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from mrinets.data.phantoms.lowfield import HELD_OUT_SEED
     from mrinets.errors import ArgumentError
     from mrinets.io import ensure_outdir, write_json, write_text
     from mrinets.pipelines import lowfield
-    from mrinets.data.phantoms.lowfield import HELD_OUT_SEED
 
     if args.seed_start + args.subjects > HELD_OUT_SEED:
         raise ArgumentError("--seed-start", f"training seeds must stay below {HELD_OUT_SEED} (held-out pairs)")
@@ -174,13 +173,12 @@ def model_card(name: str, command: str, config: dict, report: dict) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from mrinets.errors import ArgumentError
     from mrinets.io import OutputStage, ensure_outdir, write_json
+    from mrinets.io.nifti import load
     from mrinets.pipelines import lowfield
     from mrinets.report.lowfield import side_by_side
     from mrinets.training.engine import resolve_device
-
-    from mrinets.errors import ArgumentError
-    from mrinets.io.nifti import load
 
     if args.real_t1 and args.contrast != "t1":
         raise ArgumentError("--real-t1", "a real T1 pairs only with --contrast t1")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["ssim", "psnr", "nrmse", "piqe", "piqe_volume"]
+__all__ = ["nrmse", "piqe", "piqe_volume", "psnr", "ssim"]
 
 
 def _pair(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

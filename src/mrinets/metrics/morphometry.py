@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["brain_mask", "classify_tissue", "tissue_volumes", "icc", "abs_percent_difference", "TISSUE_ORDER"]
+__all__ = ["TISSUE_ORDER", "abs_percent_difference", "brain_mask", "classify_tissue", "icc", "tissue_volumes"]
 
 # Brightness order of CSF, GM, WM per contrast (index of the darkest class first).
 TISSUE_ORDER = {"t1": ("csf", "gm", "wm"), "t2": ("wm", "gm", "csf")}

@@ -35,8 +35,17 @@ from scipy import ndimage
 
 from mrinets.physics.sampling import affine_resample, thick_slices
 
-__all__ = ["RELAXATION", "SEQUENCES", "LowFieldConfig", "tissue_signal", "contrast_levels", "degrade",
-           "rigid_matrix", "bias_field", "rician"]
+__all__ = [
+    "RELAXATION",
+    "SEQUENCES",
+    "LowFieldConfig",
+    "bias_field",
+    "contrast_levels",
+    "degrade",
+    "rician",
+    "rigid_matrix",
+    "tissue_signal",
+]
 
 TISSUES = ("wm", "gm", "csf")
 # (T1 ms, T2 ms) of white matter, grey matter and CSF; proton density is field-independent.

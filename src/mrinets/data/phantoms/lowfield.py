@@ -28,7 +28,7 @@ from mrinets.io.nifti import from_array, save
 from mrinets.physics.lowfield import LowFieldConfig, contrast_levels, degrade, rician
 from mrinets.physics.sampling import affine_resample, resample_to_voxel_size
 
-__all__ = ["LowFieldPair", "make_lowfield_pair", "pair_from_t1", "WORK_MM", "CONTRASTS"]
+__all__ = ["CONTRASTS", "WORK_MM", "LowFieldPair", "make_lowfield_pair", "pair_from_t1"]
 
 WORK_MM = 2.0
 FINE_MM = 1.5

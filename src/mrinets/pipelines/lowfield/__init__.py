@@ -33,12 +33,33 @@ from mrinets.io.nifti import from_array
 from mrinets.metrics.image import nrmse, piqe_volume, psnr, ssim
 from mrinets.metrics.morphometry import abs_percent_difference, brain_mask, classify_tissue, icc, tissue_volumes
 from mrinets.physics.sampling import affine_resample, resample_to_voxel_size
-from mrinets.pipelines.lowfield.model import (MODELS, SliceData, TrainConfig, build_generator, train_model,
-                                              translate_volume)
+from mrinets.pipelines.lowfield.model import (
+    MODELS,
+    SliceData,
+    TrainConfig,
+    build_generator,
+    train_model,
+    translate_volume,
+)
 
-__all__ = ["MODELS", "TrainConfig", "LowFieldModel", "LowFieldResult", "load_model", "save_weights", "predict",
-           "train", "evaluate", "evaluate_pairs", "phantom_pairs", "default_weights", "OUTPUT_NAMES", "WORK_MM",
-           "csv_text", "translate_volume"]
+__all__ = [
+    "MODELS",
+    "OUTPUT_NAMES",
+    "WORK_MM",
+    "LowFieldModel",
+    "LowFieldResult",
+    "TrainConfig",
+    "csv_text",
+    "default_weights",
+    "evaluate",
+    "evaluate_pairs",
+    "load_model",
+    "phantom_pairs",
+    "predict",
+    "save_weights",
+    "train",
+    "translate_volume",
+]
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,18 @@ from mrinets.nets.unet2d import UNet2D
 from mrinets.training.engine import resolve_device, seed_everything
 from mrinets.training.losses import adversarial_loss, ssim_loss
 
-__all__ = ["MODELS", "TrainConfig", "SliceData", "build_generator", "train_model", "to_unit", "from_unit",
-           "stack_slices", "translate_volume", "pad_multiple"]
+__all__ = [
+    "MODELS",
+    "SliceData",
+    "TrainConfig",
+    "build_generator",
+    "from_unit",
+    "pad_multiple",
+    "stack_slices",
+    "to_unit",
+    "train_model",
+    "translate_volume",
+]
 
 log = logging.getLogger(__name__)
 
