@@ -9,7 +9,7 @@ and inside the nuclei, nucleus-edge sharpness relative to the truth's, and the
 dipole kernel estimated backward from (local field, chi). Then the speed of
 whole-volume PedQ-NET inference on a 256 x 256 x 80 grid.
 
-Run: ``python benchmarks/bench_pedqnet.py [--seeds 91000 91001 91002 91003] [--ablation W.pt]``
+Run: ``python benchmarks/bench_pedqnet.py [--seeds 91000 91001] [--voxel-size 1.8] [--ablation W.pt]``
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ def speed(shape=(256, 256, 80), threads: int = 2) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[91000, 91001, 91002, 91003])
-    parser.add_argument("--voxel-size", type=float, default=1.5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[91000, 91001])
+    parser.add_argument("--voxel-size", type=float, default=1.8)
     parser.add_argument("--ablation", help="weights of `mrinets qsm train ... --no-segment`")
     parser.add_argument("--finetune", type=int, default=0, help="also PedQ-NET with this many fine-tuning steps")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the speed test")
