@@ -29,7 +29,7 @@ def shipped():
 
 
 def test_shipped_weights_load_with_weights_only_and_are_small(shipped):
-    assert pq.DEFAULT_WEIGHTS.stat().st_size < 8e6
+    assert pq.DEFAULT_WEIGHTS.stat().st_size < 10e6
     assert shipped.seg is not None and shipped.patch % 16 == 0
     card = pq.DEFAULT_WEIGHTS.with_suffix(".md").read_text()
     assert "mrinets qsm train " in card and shipped.card["command"] in card
@@ -89,8 +89,10 @@ def test_finetuning_adapts_a_copy_and_lowers_the_model_loss(phantom_dir, shipped
     before = {k: v.clone() for k, v in shipped.recon.state_dict().items()}
     b = np.array([0.2, 0.0, 1.0]) / np.hypot(0.2, 1.0)
     args = dict(voxel_size=(3.0, 3.0, 3.0), b0_dir=b, model=shipped, segment=False, device="cpu")
-    plain = pq.invert(p.local_field, p.mask, **args)["chi"]
-    tuned = pq.invert(p.local_field, p.mask, finetune_steps=3, finetune_lr=1e-3, **args)["chi"]
+    box = (slice(15, 50), slice(15, 60), slice(15, 50))  # the deep grey nuclei, to stay fast
+    field, mask = p.local_field[box], p.mask[box]
+    plain = pq.invert(field, mask, **args)["chi"]
+    tuned = pq.invert(field, mask, finetune_steps=3, finetune_lr=1e-3, **args)["chi"]
     for k, v in shipped.recon.state_dict().items():
         torch.testing.assert_close(v, before[k])
     assert not np.allclose(plain, tuned)
@@ -98,7 +100,7 @@ def test_finetuning_adapts_a_copy_and_lowers_the_model_loss(phantom_dir, shipped
     from mrinets.physics.dipole import forward_field
 
     def residual(chi):
-        return np.abs(forward_field(chi, voxel_size=(3.0,) * 3, b0_dir=b) - p.local_field)[p.mask].mean()
+        return np.abs(forward_field(chi, voxel_size=(3.0,) * 3, b0_dir=b) - field)[mask].mean()
 
     assert residual(tuned) < residual(plain) * 1.05
 
