@@ -98,12 +98,13 @@ def main() -> None:
     parser.add_argument("--finetune", type=int, default=0, help="also PedQ-NET with this many fine-tuning steps")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the speed test")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-accuracy", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = accuracy(args.seeds, args.voxel_size, args.ablation, args.finetune)
+    rows = {} if args.skip_accuracy else accuracy(args.seeds, args.voxel_size, args.ablation, args.finetune)
     keys = ["nrmse", "hfen", "ssim", "nuc_nrmse", "nuc_hfen", "nuc_ssim", "sharpness", "kernel_err", "b0_angle",
             "seconds"]
-    for subset, pick in (("all", lambda r: True), ("adult iron", lambda r: not r["low_iron"]),
+    for subset, pick in () if args.skip_accuracy else (("all", lambda r: True), ("adult iron", lambda r: not r["low_iron"]),
                          ("low iron", lambda r: r["low_iron"])):
         print(f"\nHeld-out phantoms ({subset}), {args.voxel_size} mm, oblique B0, full pipeline, mean over seeds")
         print("| method | NRMSE % | HFEN % | SSIM | nuclei NRMSE % | nuclei HFEN % | nuclei SSIM | edge sharpness "
