@@ -1,7 +1,9 @@
 """PedQ-NET: unsupervised deep dipole inversion (local field -> chi) with an optional nuclei segmenter.
 
-A 3D U-Net of the nnU-Net family (MONAI ``DynUNet``) maps the local field to
-susceptibility. It never sees a true chi: it is trained by the model-based
+A 3D U-Net of the nnU-Net family (MONAI ``DynUNet``) maps the local field, with
+its TKD inversion as a second channel, to susceptibility (TKD plus a learnt
+correction: see :class:`~mrinets.nets.pedqnet.FieldToChiNet` for why). It
+never sees a true chi: it is trained by the model-based
 loss, which carries its chi back through the dipole forward model and
 compares the result with the measured field as complex signals,
 
@@ -492,7 +494,8 @@ def invert(
     chi = np.where(mask, chi, 0).astype(np.float32)
     nuclei = None
     if segment and model.seg is not None:
-        logits = predict_volume(model.seg, chi, roi_size=(patch,) * 3, overlap=overlap, device=dev)
+        # UNETR's windows are fixed at the training patch; without overlap they are 3-4x fewer.
+        logits = predict_volume(model.seg, chi, roi_size=(patch,) * 3, overlap=0.0, device=dev)
         nuclei = np.where(mask, logits.argmax(0), 0).astype(np.uint8)
     return {"chi": chi, "nuclei": nuclei}
 
@@ -533,7 +536,8 @@ def model_card(card: dict) -> str:
     report = card["report"]
     lines = ["# mrinets PedQ-NET (qsm_pedqnet.pt)", "",
              "Unsupervised deep dipole inversion: a small MONAI DynUNet (nnU-Net family) maps the local field",
-             "(ppm, plus six B0-geometry channels) to chi (ppm), trained only by the model-based loss",
+             "(ppm), its TKD inversion and six B0-geometry channels to chi (ppm) = TKD + a learnt correction,",
+             "trained only by the model-based loss",
              "`|| W m (exp(i s D*chi) - exp(i s y)) ||_1`; " + (
                  "a small UNETR segmenting caudate, putamen, globus pallidus and thalamus (L/R) on the chi is "
                  "trained jointly (L_model + lambda (Dice + CE))." if report["config"]["segment"]
