@@ -353,16 +353,17 @@ def register_to_mni(image: Image, *, brain_mask: np.ndarray | None = None, min_s
     where = image.path if image.path is not None else "image"
     low, low_affine = _coarse(image)
     stripped = _is_stripped(_support(low))
-    if brain_mask is not None:
-        rough = affine_resample(np.asarray(brain_mask, np.float32), image.affine, low_affine, low.shape) > 0.5
-    elif stripped:
-        # Nothing to strip: Otsu's threshold and the erosion would only cut away the CSF and grey matter.
-        rough = _support(low)
-    else:
-        rough = _skull_strip(low, low_affine)
-    max_ratio = STRIPPED_MAX_VOLUME_RATIO if stripped or brain_mask is not None else MAX_VOLUME_RATIO
     mni = load_mni()
     mni_centre, mni_volume = _mni_brain()
+    if brain_mask is not None:
+        rough = affine_resample(np.asarray(brain_mask, np.float32), image.affine, low_affine, low.shape) > 0.5
+    else:
+        rough = _skull_strip(low, low_affine)
+        if stripped and rough.sum() * COARSE_MM**3 < mni_volume / MAX_VOLUME_RATIO:
+            # Nothing to strip: on a small stripped brain Otsu's threshold and the erosion only cut CSF and grey
+            # matter away, below a brain's size. Where they did not, the registration stays what it was.
+            rough = _support(low)
+    max_ratio = STRIPPED_MAX_VOLUME_RATIO if stripped or brain_mask is not None else MAX_VOLUME_RATIO
     volume_ratio = rough.sum() * COARSE_MM**3 / mni_volume
     if volume_ratio < 1 / max_ratio:
         raise RegistrationError(where, "no brain-like foreground found for registration to MNI")
