@@ -41,6 +41,7 @@ def test_info_prints_geometry(real_t1, capsys):
     assert "LAS on disk" in out and "1.75 x 1.75 x 1.75 mm" in out
 
 
+@pytest.mark.slow
 def test_demo_writes_report(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
     html = (tmp_path / "index.html").read_text()

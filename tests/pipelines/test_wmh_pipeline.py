@@ -191,6 +191,7 @@ def test_growth_takes_dark_white_matter_next_to_the_mask_only():
     assert np.array_equal(grow_in_white_matter(mask, prob, t1, wm, 0.2, min_prob=0.4), mask)
 
 
+@pytest.mark.slow
 def test_predict_grows_with_the_networks_own_floor_unless_asked(phantom, tiny_weights, monkeypatch):
     from mrinets.pipelines.wmh import segment
 
@@ -248,6 +249,7 @@ def test_baseline_finds_dark_white_matter(phantom):
     assert (result.mask & truth).sum() > 0.2 * truth.sum()
 
 
+@pytest.mark.slow
 def test_cli_predict_two_subjects_writes_cohort_csv(tmp_path, tiny_weights):
     from mrinets.data.phantoms.wmh import make_wmh_subject
 
@@ -344,6 +346,7 @@ def test_cli_evaluate_scores_masks(tmp_path, capsys):
     assert row["missed_ml"] == row["fp_lesion_ml"] == 0.0
 
 
+@pytest.mark.slow
 def test_cli_batch_wmh_gathers_cohort_and_resumes(tmp_path, tiny_weights):
     p = make_wmh_subject(4, pose=True)
     nib.save(nib.Nifti1Image(p.t1, p.t1_affine), tmp_path / "a.nii.gz")
@@ -361,6 +364,7 @@ def test_cli_batch_wmh_gathers_cohort_and_resumes(tmp_path, tiny_weights):
     assert "sub-a\tskipped" in (out / "mrinets_summary_part0.tsv").read_text()
 
 
+@pytest.mark.slow
 def test_bids_app_runs_wmh_on_t1w_with_bids_names(tmp_path, tiny_weights):
     root = tmp_path / "bids"
     anat = root / "sub-01" / "ses-a" / "anat"
@@ -397,6 +401,7 @@ def test_training_twice_gives_the_same_weights_to_the_bit(subject):
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_two_step_drops_a_grossly_wrong_label(subject):
     from mrinets.pipelines.wmh.data import TrainingSubject
     from mrinets.pipelines.wmh.model import train_two_step
@@ -411,6 +416,7 @@ def test_two_step_drops_a_grossly_wrong_label(subject):
     assert isinstance(first, _Oracle)
 
 
+@pytest.mark.slow
 def test_cli_train_on_user_pairs(tmp_path, capsys):
     p = make_wmh_subject(8, pose=True, severity=0.8)
     nib.save(nib.Nifti1Image(p.t1, p.t1_affine), tmp_path / "t1.nii.gz")
@@ -669,6 +675,7 @@ def test_second_step_trains_with_its_own_temperature(subject, trained):
         WmhTrainConfig(second_temperature=0.0)
 
 
+@pytest.mark.slow
 def test_recalibration_finds_a_label_pose_error_and_its_rater_threshold(subject):
     from mrinets.pipelines.wmh.data import TrainingSubject
 
@@ -685,6 +692,7 @@ def test_recalibration_finds_a_label_pose_error_and_its_rater_threshold(subject)
     assert label_agreement(subject.truth, fixed) > 0.9 > label_agreement(subject.truth, wrong)
 
 
+@pytest.mark.slow
 def test_centred_thresholds_take_a_wide_first_models_bias_out_of_the_rater_fits(subject, trained):
     from scipy import ndimage
 
@@ -727,6 +735,7 @@ def test_mask_threshold_reads_a_raters_threshold_off_a_mask(subject):
         assert mask_threshold(wide, labelled) >= mask_threshold(truth, labelled) + 0.1
 
 
+@pytest.mark.slow
 def test_second_step_refits_kept_labels_thresholds_on_the_first_models_mask(subject, trained):
     from mrinets.pipelines.wmh import model as wmh_model
     from mrinets.pipelines.wmh.segment import WmhModel, box_mask
@@ -820,6 +829,7 @@ def test_model_card_says_whether_the_mask_was_trimmed():
     assert "(x, y, z), without the partial-volume trim" in _model_card(card)
 
 
+@pytest.mark.slow
 def test_evaluate_phantoms_records_mirror_pass_and_trim(tiny_weights):
     model = wmh.load_model(tiny_weights)
     scores = wmh.evaluate_phantoms({"net": model}, [7], baseline_k=None, register=False, device="cpu", flip=False,

@@ -34,6 +34,7 @@ def test_shipped_model_on_the_real_t1(real_t1, tmp_path):
     np.testing.assert_array_equal(mask, prob >= 0.5)
 
 
+@pytest.mark.slow
 def test_shipped_model_trims_and_grows_lesions_inserted_in_the_real_t1(real_t1, tmp_path):
     from mrinets.data.phantoms.wmh import insert_wmh
     from mrinets.metrics.segmentation import dice
