@@ -91,6 +91,7 @@ def test_flair_is_thick_slice_and_label_is_made_on_it(phantom):
     assert phantom.meta["label"]["gross"] is False
 
 
+@pytest.mark.slow
 def test_same_seed_same_subject_and_flaws_recorded():
     a = make_wmh_subject(11, crop=CROP)
     b = make_wmh_subject(11, crop=CROP)
@@ -100,6 +101,7 @@ def test_same_seed_same_subject_and_flaws_recorded():
         assert key in a.meta["label"]
 
 
+@pytest.mark.slow
 def test_gross_label_misses_most_of_the_acquired_lesions():
     good = make_wmh_subject(5, severity=0.8, crop=CROP, gross=False)
     bad = make_wmh_subject(5, severity=0.8, crop=CROP, gross=True)
@@ -107,6 +109,7 @@ def test_gross_label_misses_most_of_the_acquired_lesions():
     assert overlap < 0.5
 
 
+@pytest.mark.slow
 def test_pose_moves_headers_and_records_the_map_back(tmp_path):
     p = make_wmh_subject(2, crop=CROP, pose=True)
     assert not np.allclose(p.t1_affine, p.t1_affine @ p.to_mni)
@@ -143,6 +146,7 @@ def test_inserted_lesions_keep_the_images_noise(phantom):
     np.testing.assert_array_equal(inserted.t1[outside], phantom.t1[outside])
 
 
+@pytest.mark.slow
 def test_lesions_inserted_into_a_real_t1(real_t1, tmp_path):
     from mrinets.cli import main
     from mrinets.io.nifti import load
