@@ -21,6 +21,7 @@ __all__ = [
     "ArgumentError",
     "OutputError",
     "RegistrationError",
+    "ConfigError",
     "EXIT_INPUT_ERROR",
 ]
 
@@ -78,3 +79,15 @@ class OutputError(InputError):
 
 class RegistrationError(InputError):
     """The image could not be aligned to a template (no brain, or a poor match)."""
+
+
+class ConfigError(InputError, ValueError):
+    """A configuration field out of range; ``field`` names it.
+
+    Library users catch it as a ``ValueError``; the command line reports it
+    under the flag that set the field.
+    """
+
+    @property
+    def field(self) -> str:
+        return self.where

@@ -307,7 +307,7 @@ OPTION_CASES = [
     ("qsm predict", ["qsm", "predict", "--mag", "{mag}", "--phase", "{phase}", "--te", "0.005", "0.01", "--b0",
                      "3", "--vsharp-radius", "1e6", "--out", "{out}"], "--vsharp-radius"),
     ("qsm invert", ["qsm", "invert", "--field", "{chi}", "--mask", "{mask}", "--finetune-steps", "2", "--out",
-                    "{out}"], "only applies to --method pedqnet"),
+                    "{out}"], "--finetune-steps: only applies to method pedqnet"),
     ("qsm invert", ["qsm", "invert", "--field", "{chi}", "--mask", "{mask}", "--b0-dir", "0", "0", "0", "--out",
                     "{out}"], "--b0-dir"),
     ("qsm invert", ["qsm", "invert", "--field", "{chi}", "--mask", "{mask}", "--unit", "hz", "--b0", "0", "--out",

@@ -72,7 +72,7 @@ def _read_table(path: Path, needed: set[str], part_id: int):
     return rows
 
 
-_QSM_COLUMNS = {"--te": "te", "--b0": "b0", "--b0-dir": "b0_dir"}
+_QSM_COLUMNS = {"echo_times": "te", "b0": "b0", "b0_dir": "b0_dir"}
 
 
 def _qsm_config(row, where: str, method: str):

@@ -71,3 +71,27 @@ def nonnegative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
+
+
+def reports_flags(flags: dict[str, str] | None = None):
+    """Decorate a command: a :class:`~mrinets.errors.ConfigError` from the library is reported under its flag.
+
+    ``flags`` maps the fields whose flag is not ``--`` + the field with dashes.
+    """
+    import functools
+
+    from mrinets.errors import ArgumentError, ConfigError
+
+    flags = flags or {}
+
+    def wrap(command):
+        @functools.wraps(command)
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return command(args)
+            except ConfigError as exc:
+                flag = flags.get(exc.field, "--" + exc.field.replace("_", "-"))
+                raise ArgumentError(flag, exc.problem) from None
+        return run
+
+    return wrap

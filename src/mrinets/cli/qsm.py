@@ -7,8 +7,11 @@ import json
 import sys
 
 from mrinets.cli.common import (add_common, finite_float, nonnegative_float, nonnegative_int, positive_float,
-                                positive_int)
+                                positive_int, reports_flags)
 from mrinets.pipelines import qsm
+
+# Config fields whose flag is not the field's own name.
+_FLAGS = {"echo_times": "--te", "vsharp_max_radius_mm": "--vsharp-radius", "tv_max_iter": "--tv-iter"}
 
 NAME = "qsm"
 
@@ -111,6 +114,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_evaluate)
 
 
+@reports_flags(_FLAGS)
 def _predict(args: argparse.Namespace) -> int:
     from mrinets.io import ensure_outdir
 
@@ -142,6 +146,7 @@ def _add_pedqnet_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (PedQ-NET)")
 
 
+@reports_flags(_FLAGS)
 def _invert(args: argparse.Namespace) -> int:
     from mrinets.io import ensure_outdir
 
@@ -166,6 +171,7 @@ def _invert(args: argparse.Namespace) -> int:
     return 0
 
 
+@reports_flags(_FLAGS)
 def _train(args: argparse.Namespace) -> int:
     import shlex
 
@@ -198,6 +204,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+@reports_flags(_FLAGS)
 def _evaluate(args: argparse.Namespace) -> int:
     from mrinets.io import write_json
 

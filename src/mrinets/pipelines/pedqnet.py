@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mrinets.errors import ArgumentError, UnreadableFileError
+from mrinets.errors import ArgumentError, ConfigError, UnreadableFileError
 from mrinets.nets.pedqnet import FieldToChiNet, NucleiNet
 from mrinets.physics.echoes import GAMMA
 from mrinets.training.engine import load_checkpoint, resolve_device, seed_everything
@@ -114,21 +114,21 @@ class PedQNetTrainConfig:
         self.voxel_sizes = tuple(float(v) for v in self.voxel_sizes)
         for name in ("phantoms", "steps", "batch_size", "directions_per_phantom"):
             if int(getattr(self, name)) < 1:
-                raise ArgumentError(f"--{name.replace('_', '-')}", f"must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.patch % 16 or self.patch < 16:
-            raise ArgumentError("--patch", f"must be a positive multiple of 16 (UNETR tokens), got {self.patch}")
+            raise ConfigError("patch", f"must be a positive multiple of 16 (UNETR tokens), got {self.patch}")
         if not 0 <= self.margin < self.patch // 2 - 2:
-            raise ArgumentError("--margin", f"must be 0 to {self.patch // 2 - 3} voxels, got {self.margin}")
+            raise ConfigError("margin", f"must be 0 to {self.patch // 2 - 3} voxels, got {self.margin}")
         if self.pad < 0:
-            raise ArgumentError("--pad", f"must not be negative, got {self.pad}")
+            raise ConfigError("pad", f"must not be negative, got {self.pad}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ArgumentError("--lr", f"must be positive, got {self.lr}")
+            raise ConfigError("lr", f"must be positive, got {self.lr}")
         if not self.seg_weight >= 0:
-            raise ArgumentError("--seg-weight", f"must not be negative, got {self.seg_weight}")
+            raise ConfigError("seg_weight", f"must not be negative, got {self.seg_weight}")
         if any(not v > 0 for v in self.voxel_sizes):
-            raise ArgumentError("--voxel-sizes", f"must be positive mm, got {self.voxel_sizes}")
+            raise ConfigError("voxel_sizes", f"must be positive mm, got {self.voxel_sizes}")
         if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ArgumentError("--max-minutes", f"must be positive, got {self.max_minutes}")
+            raise ConfigError("max_minutes", f"must be positive, got {self.max_minutes}")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrinets.errors import ArgumentError, DimensionError, EmptyImageError, InputError
+from mrinets.errors import ConfigError, DimensionError, EmptyImageError, InputError
 from mrinets.io import Image, OutputStage, check_same_grid, load, load_labels, load_mask, load_stack, save, write_json
 from mrinets.io.nifti import nifti_stem
 from mrinets.io.tables import read_tsv
@@ -126,40 +126,40 @@ class QsmConfig:
     def __post_init__(self) -> None:
         self.echo_times = tuple(float(t) for t in np.atleast_1d(self.echo_times))
         if not self.echo_times:
-            raise ArgumentError("--te", "give at least one echo time (seconds)")
+            raise ConfigError("echo_times", "give at least one echo time (seconds)")
         for te in self.echo_times:
             if not math.isfinite(te) or te <= 0:
-                raise ArgumentError("--te", f"echo times must be positive seconds, got {te:g}")
+                raise ConfigError("echo_times", f"echo times must be positive seconds, got {te:g}")
             if te > 1.0:
-                raise ArgumentError("--te", f"echo time {te:g} s is implausible: give seconds (e.g. 0.02), not ms")
+                raise ConfigError("echo_times", f"echo time {te:g} s is implausible: give seconds (e.g. 0.02), not ms")
         repeated = sorted({te for te in self.echo_times if self.echo_times.count(te) > 1})
         if repeated:
-            raise ArgumentError("--te", f"echo times must differ ({repeated[0]:g} s is given twice)")
+            raise ConfigError("echo_times", f"echo times must differ ({repeated[0]:g} s is given twice)")
         ordered = sorted(self.echo_times)
         if ordered[0] < MIN_ECHO_TIME or any(b - a < MIN_ECHO_TIME for a, b in zip(ordered, ordered[1:])):
-            raise ArgumentError("--te", f"echo times and their spacing must be at least {MIN_ECHO_TIME:g} s, got "
+            raise ConfigError("echo_times", f"echo times and their spacing must be at least {MIN_ECHO_TIME:g} s, got "
                                         f"{' '.join(f'{t:g}' for t in self.echo_times)}")
         if not math.isfinite(self.b0) or self.b0 <= 0:
-            raise ArgumentError("--b0", f"field strength must be positive tesla, got {self.b0:g}")
+            raise ConfigError("b0", f"field strength must be positive tesla, got {self.b0:g}")
         if not B0_RANGE[0] <= self.b0 <= B0_RANGE[1]:
-            raise ArgumentError("--b0", f"field strength must be {B0_RANGE[0]:g} to {B0_RANGE[1]:g} T (tesla), "
+            raise ConfigError("b0", f"field strength must be {B0_RANGE[0]:g} to {B0_RANGE[1]:g} T (tesla), "
                                         f"got {self.b0:g}")
         self.b0_dir = tuple(float(v) for v in self.b0_dir)  # type: ignore[assignment]
         if len(self.b0_dir) != 3 or not np.all(np.isfinite(self.b0_dir)) or not np.any(self.b0_dir):
-            raise ArgumentError("--b0-dir", f"B0 direction must be 3 finite numbers, not all zero, got {self.b0_dir}")
+            raise ConfigError("b0_dir", f"B0 direction must be 3 finite numbers, not all zero, got {self.b0_dir}")
         if self.method not in METHODS:
-            raise ArgumentError("--method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+            raise ConfigError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.vsharp_max_radius_mm <= 0:
-            raise ArgumentError("--vsharp-radius", f"must be positive mm, got {self.vsharp_max_radius_mm:g}")
+            raise ConfigError("vsharp_max_radius_mm", f"must be positive mm, got {self.vsharp_max_radius_mm:g}")
         if not 0 < self.tkd_threshold < 2 / 3:
-            raise ArgumentError("--tkd-threshold", f"must lie in (0, 2/3), got {self.tkd_threshold:g}")
+            raise ConfigError("tkd_threshold", f"must lie in (0, 2/3), got {self.tkd_threshold:g}")
         if self.tv_lambda <= 0 or self.tv_max_iter < 1:
-            raise ArgumentError("--tv-lambda", "TV lambda must be positive and iterations at least 1")
+            raise ConfigError("tv_lambda", "TV lambda must be positive and iterations at least 1")
         if self.finetune_steps < 0:
-            raise ArgumentError("--finetune-steps", f"must not be negative, got {self.finetune_steps}")
+            raise ConfigError("finetune_steps", f"must not be negative, got {self.finetune_steps}")
         if self.method != "pedqnet" and (self.finetune_steps or self.weights):
-            raise ArgumentError("--finetune-steps" if self.finetune_steps else "--weights",
-                                "only applies to --method pedqnet")
+            raise ConfigError("finetune_steps" if self.finetune_steps else "weights",
+                                "only applies to method pedqnet")
 
 
 @dataclass
@@ -437,7 +437,7 @@ def predict(
     try:
         check_max_radius(config.vsharp_max_radius_mm, mag_img.voxel_size, mag_img.spatial_shape)
     except ValueError as exc:
-        raise ArgumentError("--vsharp-radius", str(exc)) from None
+        raise ConfigError("vsharp_max_radius_mm", str(exc)) from None
     # Echoes given in any order are sorted with their volumes: the echo fit needs increasing times.
     order = np.argsort(config.echo_times, kind="stable")
     if np.any(order != np.arange(order.size)):
@@ -510,7 +510,7 @@ def invert(
     for fine-tuning; ``magnitude`` (optional) weights TV and fine-tuning.
     """
     if unit not in FIELD_UNITS:
-        raise ArgumentError("--unit", f"must be one of {', '.join(FIELD_UNITS)}, got {unit!r}")
+        raise ConfigError("unit", f"must be one of {', '.join(FIELD_UNITS)}, got {unit!r}")
     field_img = load(field_path, ndim=3)
     inside = load_mask(mask, like=field_img)
     local = field_img.data.astype(np.float32)

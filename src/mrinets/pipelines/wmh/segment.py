@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage
 
 from mrinets.data.atlas import QUADRANT_NAMES, REGION_NAMES, mni_regions, quadrants
-from mrinets.errors import ArgumentError, UnreadableFileError
+from mrinets.errors import ArgumentError, ConfigError, UnreadableFileError
 from mrinets.io import OutputStage, write_json, write_text
 from mrinets.io.nifti import Image, save
 from mrinets.physics.sampling import affine_resample
@@ -44,14 +44,6 @@ PV_LESION_SHARE = 0.55
 # CSF side; 0.786 with 5 and 0.01 and the CSF side). The least probability is the network's own, on its card
 # (WmhModel.grow_min_prob); GROW_MIN_PROB is that of networks taught with the default rater model.
 GROW_STEPS, GROW_MIN_PROB, GROW_MIN_WM = 5, 0.01, 0.5
-
-
-class ConfigError(ValueError):
-    """A :class:`WmhConfig` field out of range: ``field`` names it (the CLI maps it to its flag)."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        self.field, self.problem = field, problem
-        super().__init__(f"{field}: {problem}")
 
 
 @dataclass
