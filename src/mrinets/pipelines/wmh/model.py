@@ -171,15 +171,9 @@ def mask_threshold(mask: np.ndarray, subject: TrainingSubject) -> float:
     A model's raw probability is wider than the lesions (its edges blur
     over the 5 mm it was taught through), so thresholds read off it come
     out high; its mask as ``predict`` makes it, trimmed and grown by the
-    T1, places edges much as the truth does (phantoms 1000-1039 against a
-    40-subject first step, labels not grossly wrong: fitted on the raw
-    probability median 0.65, correlation 0.85 with the thresholds fitted on
-    the 1 mm truth itself; on the mask median 0.55, correlation 0.95; on the
-    truth median 0.50). The label's pose is taken as it is. Taught with
-    these thresholds and a near-hard rater model (``second_temperature``
-    0.03), the shipped recipe gained 0.010 of Dice on validation phantoms
-    but marked more false-positive lesions, and lost on lesions inserted in
-    a real T1 (docs/wmh-history.md, candidate M).
+    T1, places edges much as the truth does, so thresholds fitted on it
+    follow those fitted on the 1 mm truth more closely (measured in
+    docs/wmh-history.md). The label's pose is taken as it is.
     """
     idx = label_voxels_in_brain(subject)
     return _best_threshold(acquire_label(mask.astype(np.float32), subject, idx), subject.label[tuple(idx.T)] > 0)
@@ -190,14 +184,11 @@ def centre_thresholds(subjects: list[TrainingSubject], centre: float) -> tuple[l
 
     The fit reads each threshold off the first model, so the model's own
     width bias moves them all together: a first step that draws lesions a
-    voxel too wide needs high thresholds to reproduce clean labels (phantoms
-    1000-1014: fitted minus true +0.13 on average; the median of 145 fitted
-    thresholds 0.60 against the raters' 0.45), and a second step taught with
-    them may keep that rim, as an unmarked thick voxel may then hold 0.6 of
-    lesion. The shift keeps what the fit says about one rater against the
-    others and takes the common level from the training default. Clipped to
-    the fit's own range; returns the subjects and the shift. Measured on 160
-    subjects (docs/wmh-history.md, candidate C): the lesions come out narrower, Dice the same.
+    voxel too wide needs high thresholds to reproduce clean labels, and a
+    second step taught with them may keep that rim. The shift keeps what the
+    fit says about one rater against the others and takes the common level
+    from the training default. Clipped to the fit's own range; returns the
+    subjects and the shift (measured in docs/wmh-history.md).
     """
     fitted = [s.threshold for s in subjects if s.weight > 0 and s.threshold is not None]
     if not fitted:
@@ -319,10 +310,8 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
     a thick voxel left unmarked only says its lesion share stayed under that
     threshold, and a fuzzy rater model would keep pushing it towards zero,
     erasing thin lesions that lie along the slices (the roofs and floors of
-    the ventricles). At 0.03 on the shipped recipe it gave about the same
-    Dice and marked faint spots firmly, on phantoms and on a real T1
-    (docs/wmh-history.md, candidate S), so the default keeps the first
-    step's. ``first`` reuses an already trained first step; ``on_first(model)``
+    the ventricles). A sharp one alone marks faint spots firmly
+    (docs/wmh-history.md), so the default keeps the first step's. ``first`` reuses an already trained first step; ``on_first(model)``
     is called once it exists (to save it).
 
     Returns the final network, a report (agreements, fits, dropped labels) and

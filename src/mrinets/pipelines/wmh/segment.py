@@ -29,19 +29,16 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "wmh_t1.pt"
 OUTPUT_SUFFIXES = {"prob": "_wmh_prob.nii.gz", "mask": "_wmh_mask.nii.gz", "regions": "_wmh_regions.nii.gz",
                    "csv": "_wmh.csv", "qc": "_wmh_qc.png"}
 _LOGIT_LIMIT = 10.0
-# Windows 10 slices apart along z (the box's 72 slices hold under two 40-slice windows at 0.25 overlap, so
-# central slices were read near window edges): validation phantoms 800000-800005 with the mirror pass,
-# Dice 0.679 to 0.690 (shipped network) and 0.668 to 0.681 (40-subject two-step), for 1.3 s more per T1.
+# Windows 10 slices apart along z: at 0.25 overlap the box's 72 slices hold under two 40-slice windows, so central
+# slices were read near window edges (measured in docs/wmh-history.md).
 PREDICT_OVERLAP = (0.25, 0.25, 0.75)
 # Fewest voxels the network must be sure of (a 3 x 3 x 3 cube) before their median is trusted as the lesion level.
 PV_TRIM_MIN_CORE = 27
 # The least share of lesion a mask voxel's T1 must show. Just outside a lesion's half-lesion surface lie more voxels
-# than just inside it, so under noise the cut that errs least lies a little past half (tuning phantoms
-# 810000-810011 with the growth: Dice 0.785 at 0.5, 0.791 at 0.55).
+# than just inside it, so under noise the cut that errs least lies a little past half (docs/wmh-history.md).
 PV_LESION_SHARE = 0.55
-# The growth, fixed on tuning phantoms 810000-810011: steps and reach in voxels, the least probability and template
-# white-matter probability a grown voxel needs (Dice 0.758 trimmed, 0.776 grown with 3 and 0.05 and a band with no
-# CSF side; 0.786 with 5 and 0.01 and the CSF side). The least probability is the network's own, on its card
+# The growth (tuned on phantoms, docs/wmh-history.md): steps and reach in voxels, the least probability and template
+# white-matter probability a grown voxel needs. The least probability is the network's own, on its card
 # (WmhModel.grow_min_prob); GROW_MIN_PROB is that of networks taught with the default rater model.
 GROW_STEPS, GROW_MIN_PROB, GROW_MIN_WM = 5, 0.01, 0.5
 
@@ -97,7 +94,7 @@ def card_grow_min_prob(card: dict) -> float:
     It belongs to the network: one taught with a near-hard rater model
     (``--second-temperature 0.03 --mask-thresholds``) gives 0.01 to 0.4 around
     faint dark spots of a real T1, and growing from there marks them
-    (docs/wmh-history.md, candidate MG).
+    (docs/wmh-history.md).
     """
     return float(card.get("grow_min_prob", GROW_MIN_PROB))
 
@@ -223,9 +220,8 @@ def box_logits(model: WmhModel, box: np.ndarray, *, device: str = "cpu", flip: b
 
     The network was never taught that lesions look the same in both
     hemispheres; averaging it with its mirror pass makes its answer
-    mirror-symmetric and removes part of its noise (validation phantoms
-    800000-800005, the 40-subject two-step network: Dice 0.648 alone, 0.668
-    averaged, every subject better). Windows overlap by ``PREDICT_OVERLAP``.
+    mirror-symmetric and removes part of its noise (docs/wmh-history.md).
+    Windows overlap by ``PREDICT_OVERLAP``.
     """
     logits = predict_logits(model.network, box, model.patch_size, device=device, overlap=PREDICT_OVERLAP)
     if flip:
@@ -268,13 +264,11 @@ def trim_partial_volume(mask: np.ndarray, prob: np.ndarray, t1: np.ndarray,
     millimetre; the image can. ``t1`` is scaled so that the template's core
     white matter has median 1, and ``csf`` is the ventricles' level on that
     scale (:func:`~mrinets.pipelines.wmh.grid.csf_reference`). With no
-    lesion level to trust the mask is returned as it is. Validation phantoms
-    800000-800005, upper side only: Dice 0.690 to 0.737 (shipped network),
-    0.821 to 0.832 (taught by the 1 mm truth). The lower side drops the
-    ventricles' walls, CSF and lesion mixed, which are as dark as lesion
-    (tuning phantoms 810000-810011 with the growth: 0.776 to 0.786). Asking
-    for a share of 0.55 instead of half, on both sides, keeps out more edge
-    voxels just under half lesion than it loses just over (0.785 to 0.791).
+    lesion level to trust the mask is returned as it is. The lower side drops
+    the ventricles' walls, CSF and lesion mixed, which are as dark as lesion.
+    Asking for a share of 0.55 instead of half, on both sides, keeps out more
+    edge voxels just under half lesion than it loses just over (each measured
+    in docs/wmh-history.md).
 
     Returns the mask and the band used (None: not trimmed).
     """
@@ -362,8 +356,7 @@ def predict(t1: Image | str | Path, config: WmhConfig | None = None, *, model: W
         # The network sees the input's edge where the brain mask cuts skull and scalp on real T1s; nothing
         # outside the search region (grid_search) can be a white-matter lesion. Logits, clipped so the step at
         # its edge stays small, are carried back by cubic splines: linear interpolation of probabilities through
-        # two off-grid resamplings shaves the edges of small lesions (a phantom's own lesion map after the
-        # round trip: Dice 0.90 linear, 0.96 cubic; test_cubic_round_trip_keeps_small_lesions).
+        # two off-grid resamplings shaves the edges of small lesions (test_cubic_round_trip_keeps_small_lesions).
         logits = np.where(grid_search(), np.clip(logits, -_LOGIT_LIMIT, _LOGIT_LIMIT), -_LOGIT_LIMIT)
         back = from_grid(logits, t1.affine, t1.spatial_shape, to_mni, order=3, cval=-_LOGIT_LIMIT)
         prob = 1.0 / (1.0 + np.exp(-back))
