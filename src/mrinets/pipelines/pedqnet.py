@@ -46,10 +46,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mrinets.errors import ArgumentError, ConfigError, UnreadableFileError
+from mrinets.errors import ArgumentError, ConfigError
 from mrinets.nets.pedqnet import FieldToChiNet, NucleiNet
 from mrinets.physics.echoes import GAMMA
-from mrinets.training.engine import load_checkpoint, resolve_device, seed_everything
+from mrinets.training.engine import read_weights, resolve_device, seed_everything
 from mrinets.training.losses import dipole_kernel_torch, model_based_qsm_loss, soft_dice_loss
 
 __all__ = ["DEFAULT_WEIGHTS", "NUCLEI_CLASSES", "PedQNetModel", "PedQNetTrainConfig", "TrainingSubject",
@@ -383,12 +383,7 @@ def _plain(value):
 def load_model(path: str | Path | None = None) -> PedQNetModel:
     """Load weights written by ``mrinets qsm train`` (``torch.load(weights_only=True)``)."""
     path = Path(path) if path else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise ArgumentError("--weights", f"{path} does not exist")
-    try:
-        state = load_checkpoint(path)
-    except UnreadableFileError as exc:
-        raise ArgumentError("--weights", f"{path} is {exc.problem}") from None
+    state = read_weights(path)
     try:
         recon = FieldToChiNet(**state["recon_config"])
         recon.load_state_dict(state["recon"])

@@ -155,6 +155,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise UnreadableFileError(path, f"not a file saved by torch ({type(exc).__name__})") from None
 
 
+def read_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """The saved state of a ``--weights`` file; a missing, folder or unreadable file is refused in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArgumentError("--weights", f"{path} is not a file" if path.is_dir() else f"{path} does not exist")
+    try:
+        return load_checkpoint(path)
+    except UnreadableFileError as exc:
+        raise ArgumentError("--weights", f"{path} is {exc.problem}") from None
+
+
 class Trainer:
     """Train ``model`` with a pluggable step.
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from mrinets.errors import ArgumentError, UnreadableFileError
+from mrinets.errors import ArgumentError
 from mrinets.io import Image, OutputStage, write_json, write_text
 from mrinets.io.nifti import save
 from mrinets.nets.patch_classifier import CandidateStudent
@@ -21,7 +21,7 @@ from mrinets.pipelines.cmb.cleanup import CleanupRules, cleanup
 from mrinets.pipelines.cmb.data import (CONTRASTS, WORK_MM, auto_mask, input_channels, intensity_stats, standardise,
                                         to_working_grid)
 from mrinets.pipelines.cmb.model import candidate_clusters, classify_patches, step1_probability
-from mrinets.training.engine import load_checkpoint, resolve_device
+from mrinets.training.engine import read_weights, resolve_device
 from mrinets.training.patches import extract_patch
 
 __all__ = ["DEFAULT_WEIGHTS", "CmbConfig", "CmbModel", "CmbResult", "load_model", "save_model", "detect",
@@ -95,12 +95,7 @@ def load_model(path: str | Path | None = None) -> CmbModel:
     from mrinets.nets.unet3d import UNet3D
 
     path = Path(path) if path else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise ArgumentError("--weights", f"{path} does not exist")
-    try:
-        state = load_checkpoint(path)
-    except UnreadableFileError as exc:
-        raise ArgumentError("--weights", f"{path} is {exc.problem}") from None
+    state = read_weights(path)
     try:
         step1 = UNet3D(**state["step1_config"])
         step1.load_state_dict(state["step1"])

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from mrinets.data.phantoms.lowfield import HELD_OUT_SEED, WORK_MM, LowFieldPair, make_lowfield_pair, pair_from_t1
-from mrinets.errors import ArgumentError, UnreadableFileError
+from mrinets.errors import ArgumentError
 from mrinets.io import Image, OutputStage, load, save, write_json
 from mrinets.io.nifti import from_array
 from mrinets.metrics.image import nrmse, piqe_volume, psnr, ssim
@@ -103,17 +103,10 @@ def save_weights(model: LowFieldModel, path: str | Path) -> Path:
 
 def load_model(path: str | Path | None = None, contrast: str = "t1") -> LowFieldModel:
     """Weights from ``mrinets lowfield train`` (default: the shipped ones for ``contrast``)."""
-    from mrinets.io.output import note_input
-    from mrinets.training.engine import load_checkpoint
+    from mrinets.training.engine import read_weights
 
     path = Path(path) if path else default_weights(contrast)
-    if path.is_dir() or not path.exists():
-        raise ArgumentError("--weights", f"{path} is not a file" if path.is_dir() else f"{path} does not exist")
-    note_input(path)
-    try:
-        state = load_checkpoint(path)
-    except UnreadableFileError as exc:
-        raise ArgumentError("--weights", f"{path} is {exc.problem}") from None
+    state = read_weights(path)
     try:
         generator = build_generator(dict(state["spec"]))
         generator.load_state_dict(state["state_dict"])

@@ -12,14 +12,14 @@ import torch
 from scipy import ndimage
 
 from mrinets.data.atlas import QUADRANT_NAMES, REGION_NAMES, mni_regions, quadrants
-from mrinets.errors import ArgumentError, ConfigError, UnreadableFileError
+from mrinets.errors import ArgumentError, ConfigError
 from mrinets.io import OutputStage, write_json, write_text
 from mrinets.io.nifti import Image, save
 from mrinets.physics.sampling import affine_resample
 from mrinets.pipelines.wmh.grid import (csf_reference, from_grid, grid_masks, grid_search, grid_wm, normalise, to_grid,
                                         wm_reference)
 from mrinets.pipelines.wmh.network import build_network, predict_logits
-from mrinets.training.engine import load_checkpoint
+from mrinets.training.engine import read_weights
 
 __all__ = ["WmhConfig", "ConfigError", "WmhResult", "WmhModel", "load_model", "predict", "box_logits", "baseline_grid",
            "box_mask", "pv_band", "trim_partial_volume", "grow_in_white_matter", "card_grow_min_prob", "measures_table",
@@ -102,12 +102,7 @@ def card_grow_min_prob(card: dict) -> float:
 def load_model(path: str | Path | None = None) -> WmhModel:
     """Load weights saved by ``mrinets wmh train`` (``torch.load(weights_only=True)``)."""
     path = Path(path) if path else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise ArgumentError("--weights", f"{path} does not exist")
-    try:
-        state = load_checkpoint(path)
-    except UnreadableFileError as exc:
-        raise ArgumentError("--weights", f"{path} is {exc.problem}") from None
+    state = read_weights(path)
     try:
         network = build_network(state["channels"])
         network.load_state_dict(state["state_dict"])
