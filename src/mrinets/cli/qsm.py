@@ -37,15 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mask", help="brain mask NIfTI on the same grid (default: computed from magnitude)")
     p.add_argument("--labels", help="label map (e.g. nuclei) for mean chi per region; names from <labels>.tsv")
-    p.add_argument("--method", choices=qsm.METHODS, default="tkd", help="dipole inversion (default tkd)")
     p.add_argument("--vsharp-radius", type=positive_float, default=12.0, help="largest V-SHARP radius, mm")
-    p.add_argument("--tkd-threshold", type=finite_float, default=0.19)
-    p.add_argument("--tv-lambda", type=positive_float, default=1e-3)
-    p.add_argument("--tv-iter", type=positive_int, default=100)
-    _add_pedqnet_options(p)
-    p.add_argument("--no-qc", action="store_true", help="skip the QC picture")
-    p.add_argument("--out", required=True, help="output folder")
-    add_common(p)
+    _add_inversion_options(p)
     p.set_defaults(func=_predict)
 
     v = cmds.add_parser(
@@ -64,14 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="echo time (s) setting PedQ-NET's fine-tuning phase scale (default 0.02)")
     v.add_argument("--magnitude", help="magnitude NIfTI (weights TV and PedQ-NET fine-tuning)")
     v.add_argument("--labels", help="label map for mean chi per region; names from <labels>.tsv")
-    v.add_argument("--method", choices=qsm.METHODS, default="tkd", help="dipole inversion (default tkd)")
-    v.add_argument("--tkd-threshold", type=finite_float, default=0.19)
-    v.add_argument("--tv-lambda", type=positive_float, default=1e-3)
-    v.add_argument("--tv-iter", type=positive_int, default=100)
-    _add_pedqnet_options(v)
-    v.add_argument("--no-qc", action="store_true", help="skip the QC picture")
-    v.add_argument("--out", required=True, help="output folder")
-    add_common(v)
+    _add_inversion_options(v)
     v.set_defaults(func=_invert)
 
     t = cmds.add_parser(
@@ -137,6 +123,18 @@ def _predict(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"mrinets qsm: wrote {len(paths)} files to {args.out}")
     return 0
+
+
+def _add_inversion_options(p: argparse.ArgumentParser) -> None:
+    """The dipole inversion's options and the outputs, shared by predict and invert."""
+    p.add_argument("--method", choices=qsm.METHODS, default="tkd", help="dipole inversion (default tkd)")
+    p.add_argument("--tkd-threshold", type=finite_float, default=0.19)
+    p.add_argument("--tv-lambda", type=positive_float, default=1e-3)
+    p.add_argument("--tv-iter", type=positive_int, default=100)
+    _add_pedqnet_options(p)
+    p.add_argument("--no-qc", action="store_true", help="skip the QC picture")
+    p.add_argument("--out", required=True, help="output folder")
+    add_common(p)
 
 
 def _add_pedqnet_options(p: argparse.ArgumentParser) -> None:
