@@ -792,7 +792,7 @@ def test_flip_averaging_makes_the_answer_mirror_symmetric():
 
 
 def test_model_card_says_whether_held_out_scores_used_the_mirror_pass():
-    from mrinets.cli.wmh import _model_card
+    from mrinets.pipelines.wmh.card import model_card_text as _model_card
 
     card = dict(wmh.load_model().card)
     assert "), with `predict`'s left-right mirror pass" in _model_card({**card, "held_out_mirror_pass": True})
@@ -803,7 +803,7 @@ def test_model_card_says_whether_held_out_scores_used_the_mirror_pass():
 
 
 def test_model_card_says_how_far_the_scoring_windows_overlapped():
-    from mrinets.cli.wmh import _model_card
+    from mrinets.pipelines.wmh.card import model_card_text as _model_card
 
     card = dict(wmh.load_model().card)
     assert "windows overlapping 0.25 x 0.25 x 0.75 (x, y, z)" in _model_card(
@@ -814,7 +814,7 @@ def test_model_card_says_how_far_the_scoring_windows_overlapped():
 
 
 def test_model_card_says_whether_the_mask_was_trimmed():
-    from mrinets.cli.wmh import _model_card
+    from mrinets.pipelines.wmh.card import model_card_text as _model_card
 
     card = dict(wmh.load_model().card)
     assert "(x, y, z), with the partial-volume trim" in _model_card({**card, "held_out_pv_trim": True})
