@@ -104,25 +104,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _predict(args: argparse.Namespace) -> int:
     from mrinets.io import ensure_outdir
 
-    config = qsm.QsmConfig(
-        echo_times=tuple(args.te),
-        b0=args.b0,
-        b0_dir=tuple(args.b0_dir),
-        method=args.method,
-        vsharp_max_radius_mm=args.vsharp_radius,
-        tkd_threshold=args.tkd_threshold,
-        tv_lambda=args.tv_lambda,
-        tv_max_iter=args.tv_iter,
-        weights=args.weights,
-        finetune_steps=args.finetune_steps,
-        device=args.device,
-    )
+    config = _config(args, tuple(args.te), vsharp_max_radius_mm=args.vsharp_radius)
     ensure_outdir(args.out)
     result = qsm.predict(args.mag, args.phase, config=config, mask=args.mask, labels=args.labels)
     paths = result.save(args.out, qc=not args.no_qc)
     if not args.quiet:
         print(f"mrinets qsm: wrote {len(paths)} files to {args.out}")
     return 0
+
+
+def _config(args: argparse.Namespace, echo_times: tuple, **fields) -> qsm.QsmConfig:
+    """The reconstruction's configuration from the options predict and invert share."""
+    return qsm.QsmConfig(echo_times=echo_times, b0=args.b0, b0_dir=tuple(args.b0_dir), method=args.method,
+                         tkd_threshold=args.tkd_threshold, tv_lambda=args.tv_lambda, tv_max_iter=args.tv_iter,
+                         weights=args.weights, finetune_steps=args.finetune_steps, device=args.device, **fields)
 
 
 def _add_inversion_options(p: argparse.ArgumentParser) -> None:
@@ -148,18 +143,7 @@ def _add_pedqnet_options(p: argparse.ArgumentParser) -> None:
 def _invert(args: argparse.Namespace) -> int:
     from mrinets.io import ensure_outdir
 
-    config = qsm.QsmConfig(
-        echo_times=(args.te,),
-        b0=args.b0,
-        b0_dir=tuple(args.b0_dir),
-        method=args.method,
-        tkd_threshold=args.tkd_threshold,
-        tv_lambda=args.tv_lambda,
-        tv_max_iter=args.tv_iter,
-        weights=args.weights,
-        finetune_steps=args.finetune_steps,
-        device=args.device,
-    )
+    config = _config(args, (args.te,))
     ensure_outdir(args.out)
     result = qsm.invert(args.field, config=config, mask=args.mask, unit=args.unit, magnitude=args.magnitude,
                         labels=args.labels)
