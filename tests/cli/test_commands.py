@@ -46,3 +46,4 @@ def test_demo_writes_report(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
     html = (tmp_path / "index.html").read_text()
     assert "QSM (TV)" in html and "qc_chi.png" in html
+    assert "Microbleeds on SWI" in html and "synthetic 3 T (LoHiResGAN)" in html
