@@ -23,7 +23,7 @@ import torch
 from scipy import ndimage
 
 from mrinets.metrics.detection import cluster_detection, pooled_detection
-from mrinets.pipelines.cmb.cleanup import CleanupRules, cleanup
+from mrinets.pipelines.cmb.cleanup import RULES, CleanupRules, cleanup, rule_failures
 from mrinets.pipelines.cmb.data import CONTRASTS, Subject, input_channels, intensity_stats, standardise
 from mrinets.pipelines.cmb.detect import (DEFAULT_WEIGHTS, LOCATIONS, CmbConfig, CmbModel, CmbResult, detect,
                                           load_model, mars_location, predict, save_model, table_csv)
@@ -32,7 +32,7 @@ from mrinets.pipelines.cmb.model import (CmbTrainConfig, candidate_patches, choo
 
 __all__ = ["CONTRASTS", "CmbConfig", "CmbModel", "CmbResult", "CmbTrainConfig", "CleanupRules", "DEFAULT_WEIGHTS",
            "LOCATIONS", "predict", "load_model", "save_model", "train", "evaluate", "evaluate_phantoms",
-           "phantom_subjects", "mars_location", "table_csv", "TEST_SEED_START", "VAL_SEED_START", "cleanup"]
+           "phantom_subjects", "detection_funnel", "mars_location", "table_csv", "TEST_SEED_START", "VAL_SEED_START", "cleanup"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,34 @@ def _score_at(found, s: Subject, threshold: float) -> dict:
     kept_ids = _kept(found, threshold)
     pred = np.isin(found.candidates, kept_ids) * found.candidates
     return cluster_detection(pred, s.cmb)
+
+
+def detection_funnel(found, truth: np.ndarray, contrast: str, threshold: float,
+                     rules: CleanupRules = CleanupRules()) -> dict:
+    """How many true microbleeds survive each stage (a CMB survives when a surviving candidate touches it).
+
+    Keys: ``cmb`` (true CMBs), ``step1`` (touched by a candidate), ``rule:<name>``
+    (touched by a candidate that passes that rule alone), ``step3`` (passes every rule),
+    ``step2`` (the student accepts it, rules ignored), ``final`` (both), and
+    ``fp_step1``/``fp_final`` (candidates touching no CMB).
+    """
+    n = found.n_candidates
+    failures = [rule_failures(f, contrast, rules) if f else [] for f in found.features]
+    hits = [np.unique(truth[(found.candidates == i) & (truth > 0)]) for i in range(1, n + 1)]
+    student_ok = [p >= threshold for p in found.student_prob]
+
+    def survivors(ok) -> int:
+        return len(set().union(*[set(h.tolist()) for h, k in zip(hits, ok) if k])) if n else 0
+
+    out = {"cmb": len(np.unique(truth[truth > 0])), "step1": survivors([True] * n)}
+    for rule in RULES:
+        out[f"rule:{rule}"] = survivors([rule not in f for f in failures])
+    out["step3"] = survivors([not f for f in failures])
+    out["step2"] = survivors(student_ok)
+    out["final"] = survivors([k and not f for k, f in zip(student_ok, failures)])
+    out["fp_step1"] = sum(h.size == 0 for h in hits)
+    out["fp_final"] = sum(h.size == 0 and k and not f for h, k, f in zip(hits, student_ok, failures))
+    return out
 
 
 def train(subjects: Sequence[Subject], validation: Sequence[Subject], config: CmbTrainConfig) -> dict:

@@ -21,9 +21,10 @@ from scipy import ndimage
 
 from mrinets.pipelines.cmb.data import Z_SCALE
 
-__all__ = ["CleanupRules", "cluster_features", "rejection_reason", "cleanup"]
+__all__ = ["CleanupRules", "cluster_features", "rule_failures", "rejection_reason", "cleanup", "RULES"]
 
 _FULL = np.ones((3, 3, 3), bool)
+RULES = ("too_small", "too_large", "not_spherical", "vessel", "brain_edge", "diamagnetic")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class CleanupRules:
     vessel_reach_mm: float = 12.0
     min_edge_distance_mm: float = 1.5
     qsm_sign: bool = True
+    bloom_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_volume_mm3 < self.max_volume_mm3:
@@ -47,6 +49,8 @@ class CleanupRules:
             raise ValueError(f"min_sphericity must be in [0, 1], got {self.min_sphericity}")
         if self.min_edge_distance_mm < 0:
             raise ValueError(f"min_edge_distance_mm must not be negative, got {self.min_edge_distance_mm}")
+        if not 0 < self.bloom_fraction < 1:
+            raise ValueError(f"bloom_fraction must be in (0, 1), got {self.bloom_fraction}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -77,54 +81,63 @@ def cluster_features(labels: np.ndarray, z: np.ndarray, mask: np.ndarray, raw: n
     # A mask that reaches the field of view's border goes on beyond it: that border is no brain edge.
     edge = ndimage.distance_transform_edt(np.pad(mask, 1, mode="edge"), sampling=voxel_mm)[1:-1, 1:-1, 1:-1]
     median = float(np.median(raw[mask])) if mask.any() else 0.0
-    dark = z > rules.vessel_level_sd / Z_SCALE
+    floor = rules.vessel_level_sd / Z_SCALE
     reach = int(np.ceil(rules.vessel_reach_mm / voxel_mm))
     out = []
     for i, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
-            out.append({"volume_mm3": 0.0, "sphericity": 0.0, "vessel_length_mm": 0.0, "vessel_elongation": 1.0,
-                        "edge_mm": 0.0, "raw_contrast": 0.0})
+            out.append({"volume_mm3": 0.0, "cluster_volume_mm3": 0.0, "sphericity": 0.0, "vessel_length_mm": 0.0,
+                        "vessel_elongation": 1.0, "edge_mm": 0.0, "raw_contrast": 0.0})
             continue
         where = np.argwhere(labels[box] == i) + [b.start for b in box]
         centre = where.mean(0)
-        lam = _spread(where * voxel_mm)
-        sphericity = float(np.sqrt(lam[-1] / lam[0]))
-        # The dark structure around the cluster, in a box of +- reach voxels.
-        lo = np.maximum(where.min(0) - reach, 0)
-        hi = np.minimum(where.max(0) + reach + 1, labels.shape)
+        peak = where[np.argmax(z[tuple(where.T)])]
+        # The bloom: what is brighter than a share of the candidate's peak, connected to the peak, within +- reach.
+        # A microbleed blooms far above a vein, so a vein next to it (or merged into its candidate) falls outside.
+        lo = np.maximum(peak - reach, 0)
+        hi = np.minimum(peak + reach + 1, labels.shape)
         sub = tuple(slice(a, b) for a, b in zip(lo, hi))
-        comp, _ = ndimage.label(dark[sub] | (labels[sub] == i), _FULL)
-        ids = np.unique(comp[labels[sub] == i])
-        ids = ids[ids > 0]
-        structure = np.argwhere(np.isin(comp, ids)) * voxel_mm
-        slam = _spread(structure)
+        level = max(floor, rules.bloom_fraction * float(z[tuple(peak)]))
+        bright = z[sub] >= level
+        bright[tuple(peak - lo)] = True
+        comp, _ = ndimage.label(bright, _FULL)
+        bloom = (np.argwhere(comp == comp[tuple(peak - lo)]) + lo) * voxel_mm
+        lam = _spread(bloom)
         out.append({
-            "volume_mm3": float(len(where) * voxel_mm**3),
-            "sphericity": sphericity,
-            "vessel_length_mm": float(np.sqrt(12.0 * slam[0])),
-            "vessel_elongation": float(np.sqrt(slam[0] / slam[1])),
+            "volume_mm3": float(max(len(bloom), len(where)) * voxel_mm**3),
+            "cluster_volume_mm3": float(len(where) * voxel_mm**3),
+            "sphericity": float(np.sqrt(lam[-1] / lam[0])),
+            "vessel_length_mm": float(np.sqrt(12.0 * lam[0])),
+            "vessel_elongation": float(np.sqrt(lam[0] / lam[1])),
             "edge_mm": float(edge[tuple(np.clip(np.round(centre).astype(int), 0, np.array(labels.shape) - 1))]),
             "raw_contrast": float(raw[labels == i].mean() - median),
         })
     return out
 
 
-def rejection_reason(features: dict, contrast: str, rules: CleanupRules = CleanupRules()) -> str | None:
-    """Why step 3 removes a cluster (None: kept)."""
+def rule_failures(features: dict, contrast: str, rules: CleanupRules = CleanupRules()) -> list[str]:
+    """Every rule of step 3 a cluster fails, in the order :func:`rejection_reason` tests them."""
+    failed = []
     if features["volume_mm3"] < rules.min_volume_mm3:
-        return "too_small"
+        failed.append("too_small")
     if features["volume_mm3"] > rules.max_volume_mm3:
-        return "too_large"
+        failed.append("too_large")
     if features["sphericity"] < rules.min_sphericity:
-        return "not_spherical"
+        failed.append("not_spherical")
     long = features["vessel_length_mm"] >= rules.vessel_length_mm
     if long and features["vessel_elongation"] >= rules.vessel_elongation:
-        return "vessel"
+        failed.append("vessel")
     if features["edge_mm"] < rules.min_edge_distance_mm:
-        return "brain_edge"
+        failed.append("brain_edge")
     if contrast == "qsm" and rules.qsm_sign and features["raw_contrast"] <= 0:
-        return "diamagnetic"
-    return None
+        failed.append("diamagnetic")
+    return failed
+
+
+def rejection_reason(features: dict, contrast: str, rules: CleanupRules = CleanupRules()) -> str | None:
+    """Why step 3 removes a cluster (the first rule it fails; None: kept)."""
+    failed = rule_failures(features, contrast, rules)
+    return failed[0] if failed else None
 
 
 def cleanup(labels: np.ndarray, z: np.ndarray, mask: np.ndarray, raw: np.ndarray, contrast: str, *,
