@@ -58,13 +58,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="contrasts trained on (default all three); held-out phantoms are scored on all three")
     t.add_argument("--crop", type=positive_float, default=48.0, help="side (mm) of each phantom's box of brain")
     t.add_argument("--epochs-step1", type=positive_int, default=5)
-    t.add_argument("--epochs-step2", type=positive_int, default=6)
+    t.add_argument("--epochs-step2", type=positive_int, default=6, help="epochs of the students")
+    t.add_argument("--epochs-teacher", type=positive_int,
+                   help="epochs of the teacher (default: --epochs-step2; a stronger teacher has more to pass on)")
+    t.add_argument("--teacher-width", type=positive_int, default=12, help="channels of the teacher's first block")
+    t.add_argument("--student-width", type=positive_int, default=8, help="channels of the student's first block")
     t.add_argument("--samples-per-volume", type=positive_int, default=6, help="step-1 patches per volume and epoch")
     t.add_argument("--batch-size", type=positive_int, default=8, help="step-1 batch")
     t.add_argument("--batch-size-step2", type=positive_int, default=16, help="teacher and student batch")
     t.add_argument("--lr", type=positive_float, default=2e-3)
     t.add_argument("--kd-temperature", type=positive_float, default=4.0, help="distillation temperature T")
     t.add_argument("--kd-weight", type=share_float, default=0.4, help="weight of the teacher's term")
+    t.add_argument("--max-fp", type=positive_float, default=1.0,
+                   help="student threshold: highest validation TPR at no more than this many FP per subject")
     t.add_argument("--seed", type=nonnegative_int, default=0)
     t.add_argument("--workers", type=positive_int, default=1, help="processes simulating the phantoms")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -132,10 +138,13 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
     return ["--out", str(args.out), "--phantoms", str(args.phantoms), "--seed-start", str(args.seed_start),
             "--val-phantoms", str(args.val_phantoms), "--test-phantoms", str(args.test_phantoms),
             "--contrasts", *args.contrasts, "--crop", f"{args.crop:g}", "--epochs-step1", str(args.epochs_step1),
-            "--epochs-step2", str(args.epochs_step2), "--samples-per-volume", str(args.samples_per_volume),
+            "--epochs-step2", str(args.epochs_step2),
+            *(["--epochs-teacher", str(args.epochs_teacher)] if args.epochs_teacher else []),
+            "--teacher-width", str(args.teacher_width), "--student-width", str(args.student_width),
+            "--samples-per-volume", str(args.samples_per_volume),
             "--batch-size", str(args.batch_size), "--batch-size-step2", str(args.batch_size_step2),
             "--lr", f"{args.lr:g}", "--kd-temperature", f"{args.kd_temperature:g}", "--kd-weight",
-            f"{args.kd_weight:g}", "--seed", str(args.seed)]
+            f"{args.kd_weight:g}", "--max-fp", f"{args.max_fp:g}", "--seed", str(args.seed)]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -152,9 +161,12 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         config = cmb.CmbTrainConfig(contrasts=tuple(args.contrasts), epochs_step1=args.epochs_step1,
-                                    epochs_step2=args.epochs_step2, samples_per_volume=args.samples_per_volume,
+                                    epochs_step2=args.epochs_step2, epochs_teacher=args.epochs_teacher,
+                                    teacher_width=args.teacher_width, student_width=args.student_width,
+                                    samples_per_volume=args.samples_per_volume,
                                     batch_size=args.batch_size, batch_size_step2=args.batch_size_step2,
                                     lr=args.lr, kd_temperature=args.kd_temperature, kd_weight=args.kd_weight,
+                                    max_fp_per_subject=args.max_fp,
                                     seed=args.seed, device=args.device, quiet=args.quiet)
     except ValueError as exc:
         raise ArgumentError("mrinets cmb train", str(exc)) from None

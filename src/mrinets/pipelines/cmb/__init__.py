@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 VAL_SEED_START = 800_000
 TEST_SEED_START = 900_000
+# Student thresholds swept for the operating point and the comparisons at equal FP rate.
+STUDENT_GRID = (0.01, 0.02, 0.03, *np.round(np.arange(0.05, 0.96, 0.05), 2).tolist())
 
 
 def _subjects_of_seed(seed: int, contrasts: Sequence[str] = CONTRASTS, crop_mm: float = 48.0) -> list[Subject]:
@@ -85,15 +87,21 @@ def _training_range(subjects: Sequence[Subject]) -> dict:
     return {c: {k: [float(a), float(b)] for k, (a, b) in e.items()} for c, e in out.items()}
 
 
-def choose_student_threshold(model: CmbModel, subjects: Sequence[Subject], *, device="cpu") -> dict:
-    """Student threshold of best pooled F1 on validation volumes (after step 3)."""
+def choose_student_threshold(model: CmbModel, subjects: Sequence[Subject], *, device="cpu",
+                             max_fp_per_subject: float = 1.0) -> dict:
+    """Student threshold of highest pooled TPR at no more than ``max_fp_per_subject`` on validation volumes.
+
+    Scored after step 3, as predict runs; ties go to the higher threshold. When
+    no threshold meets the FP bound, the one of best F1.
+    """
     sweeps = [_sweep_rows(model, s, device=device) for s in subjects]
     table = []
-    for t in np.round(np.arange(0.05, 0.96, 0.05), 2):
+    for t in STUDENT_GRID:
         pooled = pooled_detection([_score_at(rows, s, float(t)) for rows, s in zip(sweeps, subjects)])
         table.append({"threshold": float(t), **{k: pooled[k] for k in ("tpr", "fp_per_subject", "precision", "f1")}})
-    best = max(table, key=lambda r: (r["f1"], r["threshold"]))
-    return {"threshold": best["threshold"], "validation": best, "table": table}
+    ok = [r for r in table if r["fp_per_subject"] <= max_fp_per_subject]
+    best = max(ok, key=lambda r: (r["tpr"], r["threshold"])) if ok else max(table, key=lambda r: (r["f1"], r["threshold"]))
+    return {"threshold": best["threshold"], "validation": best, "table": table, "max_fp_per_subject": max_fp_per_subject}
 
 
 def _sweep_rows(model: CmbModel, s: Subject, *, student=None, device="cpu", rules=CleanupRules()):
@@ -119,7 +127,8 @@ def detection_funnel(found, truth: np.ndarray, contrast: str, threshold: float,
 
     Keys: ``cmb`` (true CMBs), ``step1`` (touched by a candidate), ``rule:<name>``
     (touched by a candidate that passes that rule alone), ``step3`` (passes every rule),
-    ``step2`` (the student accepts it, rules ignored), ``final`` (both), and
+    ``step2`` (the student accepts it, rules ignored), ``final`` (both, as predict
+    decides: a confident student overrides the shape rules), and
     ``fp_step1``/``fp_final`` (candidates touching no CMB).
     """
     n = found.n_candidates
@@ -135,9 +144,9 @@ def detection_funnel(found, truth: np.ndarray, contrast: str, threshold: float,
         out[f"rule:{rule}"] = survivors([rule not in f for f in failures])
     out["step3"] = survivors([not f for f in failures])
     out["step2"] = survivors(student_ok)
-    out["final"] = survivors([k and not f for k, f in zip(student_ok, failures)])
+    out["final"] = survivors([k and r is None for k, r in zip(student_ok, found.reasons)])
     out["fp_step1"] = sum(h.size == 0 for h in hits)
-    out["fp_final"] = sum(h.size == 0 and k and not f for h, k, f in zip(hits, student_ok, failures))
+    out["fp_final"] = sum(h.size == 0 and k and r is None for h, k, r in zip(hits, student_ok, found.reasons))
     return out
 
 
@@ -152,7 +161,7 @@ def train(subjects: Sequence[Subject], validation: Sequence[Subject], config: Cm
     step1, loss1 = train_step1(subjects, config)
     probs_val = [step1_probability(step1, s.channels, device=device) for s in validation]
     op1 = choose_sensitivity_threshold(probs_val, [s.cmb for s in validation], [s.mask for s in validation],
-                                       config.target_sensitivity)
+                                       channels=[s.channels for s in validation], target=config.target_sensitivity)
     log.info("step 1: threshold %.2f gives sensitivity %.3f, %.1f candidates per volume", op1["threshold"],
              op1["sensitivity"], op1["candidates_per_volume"])
     probs = [step1_probability(step1, s.channels, device=device) for s in subjects]
@@ -164,7 +173,7 @@ def train(subjects: Sequence[Subject], validation: Sequence[Subject], config: Cm
     card = {"config": config_dict(config), "operating_point": {"candidate_threshold": op1["threshold"],
                                                                "student_threshold": 0.5}}
     model = CmbModel(step1, student, card)
-    op2 = choose_student_threshold(model, validation, device=device)
+    op2 = choose_student_threshold(model, validation, device=device, max_fp_per_subject=config.max_fp_per_subject)
     card["operating_point"]["student_threshold"] = op2["threshold"]
     card["training_range"] = _training_range(subjects)
     n_pos = int(patches.y.sum())
@@ -208,7 +217,7 @@ def evaluate_phantoms(models: dict[str, tuple[CmbModel, torch.nn.Module | None]]
             calc = [_calcification_rejection(f, s, model.threshold) for f, s in zip(founds, subs)]
             cand = [cluster_detection(f.candidates, s.cmb) for f, s in zip(founds, subs)]
             sweep = []
-            for t in np.round(np.arange(0.05, 0.96, 0.05), 2):
+            for t in STUDENT_GRID:
                 pooled = pooled_detection([_score_at(f, s, float(t)) for f, s in zip(founds, subs)])
                 sweep.append({"threshold": float(t), "tpr": pooled["tpr"], "fp_per_subject": pooled["fp_per_subject"]})
             per[contrast] = {**pooled_detection(rows), "candidates": pooled_detection(cand),

@@ -21,10 +21,12 @@ from scipy import ndimage
 
 from mrinets.pipelines.cmb.data import Z_SCALE
 
-__all__ = ["CleanupRules", "cluster_features", "rule_failures", "rejection_reason", "cleanup", "RULES"]
+__all__ = ["CleanupRules", "cluster_features", "rule_failures", "rejection_reason", "cleanup", "RULES", "SHAPE_RULES"]
 
 _FULL = np.ones((3, 3, 3), bool)
 RULES = ("too_small", "too_large", "not_spherical", "vessel", "brain_edge", "diamagnetic")
+# Rules a confident step-2 probability overrides (the others are anatomy and physics, not shape).
+SHAPE_RULES = ("too_small", "not_spherical", "vessel")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class CleanupRules:
     min_edge_distance_mm: float = 1.5
     qsm_sign: bool = True
     bloom_fraction: float = 0.5
+    bloom_radius_mm: float = 6.0
+    override_probability: float = 0.8
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_volume_mm3 < self.max_volume_mm3:
@@ -51,6 +55,8 @@ class CleanupRules:
             raise ValueError(f"min_edge_distance_mm must not be negative, got {self.min_edge_distance_mm}")
         if not 0 < self.bloom_fraction < 1:
             raise ValueError(f"bloom_fraction must be in (0, 1), got {self.bloom_fraction}")
+        if not 0 < self.override_probability <= 1:
+            raise ValueError(f"override_probability must be in (0, 1], got {self.override_probability}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -101,14 +107,16 @@ def cluster_features(labels: np.ndarray, z: np.ndarray, mask: np.ndarray, raw: n
         bright = z[sub] >= level
         bright[tuple(peak - lo)] = True
         comp, _ = ndimage.label(bright, _FULL)
-        bloom = (np.argwhere(comp == comp[tuple(peak - lo)]) + lo) * voxel_mm
-        lam = _spread(bloom)
+        structure = (np.argwhere(comp == comp[tuple(peak - lo)]) + lo) * voxel_mm
+        # Size and shape of the bloom itself: the part of the structure within the largest apparent radius.
+        bloom = structure[((structure - peak * voxel_mm) ** 2).sum(1) <= rules.bloom_radius_mm**2]
+        lam, slam = _spread(bloom), _spread(structure)
         out.append({
             "volume_mm3": float(max(len(bloom), len(where)) * voxel_mm**3),
             "cluster_volume_mm3": float(len(where) * voxel_mm**3),
             "sphericity": float(np.sqrt(lam[-1] / lam[0])),
-            "vessel_length_mm": float(np.sqrt(12.0 * lam[0])),
-            "vessel_elongation": float(np.sqrt(lam[0] / lam[1])),
+            "vessel_length_mm": float(np.sqrt(12.0 * slam[0])),
+            "vessel_elongation": float(np.sqrt(slam[0] / slam[1])),
             "edge_mm": float(edge[tuple(np.clip(np.round(centre).astype(int), 0, np.array(labels.shape) - 1))]),
             "raw_contrast": float(raw[labels == i].mean() - median),
         })
@@ -134,14 +142,26 @@ def rule_failures(features: dict, contrast: str, rules: CleanupRules = CleanupRu
     return failed
 
 
-def rejection_reason(features: dict, contrast: str, rules: CleanupRules = CleanupRules()) -> str | None:
-    """Why step 3 removes a cluster (the first rule it fails; None: kept)."""
+def rejection_reason(features: dict, contrast: str, rules: CleanupRules = CleanupRules(),
+                     probability: float | None = None) -> str | None:
+    """Why step 3 removes a cluster (the first rule it fails; None: kept).
+
+    A cluster that fails only shape rules (:data:`SHAPE_RULES`) is kept when
+    the step-2 ``probability`` reaches ``rules.override_probability``: the
+    shape of a bloom on the 1 mm grid is a coarse measure, the classifier's
+    confident judgement of the whole patch a better one.
+    """
     failed = rule_failures(features, contrast, rules)
+    if failed and probability is not None and probability >= rules.override_probability \
+            and set(failed) <= set(SHAPE_RULES):
+        return None
     return failed[0] if failed else None
 
 
 def cleanup(labels: np.ndarray, z: np.ndarray, mask: np.ndarray, raw: np.ndarray, contrast: str, *,
-            voxel_mm: float = 1.0, rules: CleanupRules = CleanupRules()) -> tuple[list[dict], list[str | None]]:
-    """Features and rejection reason of every cluster of ``labels``."""
+            voxel_mm: float = 1.0, rules: CleanupRules = CleanupRules(),
+            probabilities=None) -> tuple[list[dict], list[str | None]]:
+    """Features and rejection reason of every cluster of ``labels`` (``probabilities``: step 2's, per cluster)."""
     features = cluster_features(labels, z, mask, raw, voxel_mm=voxel_mm, rules=rules)
-    return features, [rejection_reason(f, contrast, rules) for f in features]
+    probs = [None] * len(features) if probabilities is None else [float(p) for p in probabilities]
+    return features, [rejection_reason(f, contrast, rules, p) for f, p in zip(features, probs)]

@@ -20,7 +20,7 @@ from mrinets.physics.sampling import affine_resample
 from mrinets.pipelines.cmb.cleanup import CleanupRules, cleanup
 from mrinets.pipelines.cmb.data import (CONTRASTS, WORK_MM, auto_mask, input_channels, intensity_stats, standardise,
                                         to_working_grid)
-from mrinets.pipelines.cmb.model import candidate_clusters, classify_patches, step1_probability
+from mrinets.pipelines.cmb.model import candidate_centres, candidate_clusters, classify_patches, step1_probability
 from mrinets.training.engine import read_weights, resolve_device
 from mrinets.training.patches import extract_patch
 
@@ -205,15 +205,16 @@ def detect(channels: np.ndarray, mask: np.ndarray, raw: np.ndarray, contrast: st
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     prob = step1_probability(model.step1, channels, device=dev)
     t1 = model.candidate_threshold if candidate_threshold is None else candidate_threshold
-    labels, n = candidate_clusters(prob, t1, mask)
+    labels, n = candidate_clusters(prob, t1, mask, channels=channels)
     size = model.patch_size
-    centres = [np.round(c).astype(int) for c in ndimage.center_of_mass(labels > 0, labels, range(1, n + 1))]
+    centres = candidate_centres(labels, n)
     patches = np.stack([extract_patch(channels, c, (size,) * 3) for c in centres]) if centres else \
         np.zeros((0, channels.shape[0], size, size, size), np.float32)
     student_prob = classify_patches(student or model.student, patches, device=dev)
     t2 = model.threshold if threshold is None else threshold
     if rules is not None:
-        features, reasons = cleanup(labels, channels[0], mask, raw, contrast, voxel_mm=WORK_MM, rules=rules)
+        features, reasons = cleanup(labels, channels[0], mask, raw, contrast, voxel_mm=WORK_MM, rules=rules,
+                                    probabilities=student_prob)
     else:
         features, reasons = [{} for _ in range(n)], [None] * n
     kept = np.array([p >= t2 and r is None for p, r in zip(student_prob, reasons)], bool)
