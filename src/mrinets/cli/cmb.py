@@ -69,6 +69,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=positive_float, default=2e-3)
     t.add_argument("--kd-temperature", type=positive_float, default=4.0, help="distillation temperature T")
     t.add_argument("--kd-weight", type=share_float, default=0.4, help="weight of the teacher's term")
+    t.add_argument("--target-sensitivity", type=share_float, default=0.95,
+                   help="step 1: highest candidate threshold whose validation sensitivity reaches this")
     t.add_argument("--max-fp", type=positive_float, default=1.0,
                    help="student threshold: highest validation TPR at no more than this many FP per subject")
     t.add_argument("--seed", type=nonnegative_int, default=0)
@@ -144,7 +146,8 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
             "--samples-per-volume", str(args.samples_per_volume),
             "--batch-size", str(args.batch_size), "--batch-size-step2", str(args.batch_size_step2),
             "--lr", f"{args.lr:g}", "--kd-temperature", f"{args.kd_temperature:g}", "--kd-weight",
-            f"{args.kd_weight:g}", "--max-fp", f"{args.max_fp:g}", "--seed", str(args.seed)]
+            f"{args.kd_weight:g}", "--target-sensitivity", f"{args.target_sensitivity:g}", "--max-fp",
+            f"{args.max_fp:g}", "--seed", str(args.seed)]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -166,7 +169,7 @@ def _train(args: argparse.Namespace) -> int:
                                     samples_per_volume=args.samples_per_volume,
                                     batch_size=args.batch_size, batch_size_step2=args.batch_size_step2,
                                     lr=args.lr, kd_temperature=args.kd_temperature, kd_weight=args.kd_weight,
-                                    max_fp_per_subject=args.max_fp,
+                                    max_fp_per_subject=args.max_fp, target_sensitivity=args.target_sensitivity,
                                     seed=args.seed, device=args.device, quiet=args.quiet)
     except ValueError as exc:
         raise ArgumentError("mrinets cmb train", str(exc)) from None
