@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mrinets.pipelines.cmb.cleanup import CleanupRules, cleanup, rejection_reason
+from mrinets.pipelines.cmb.cleanup import CleanupRules, cleanup, rejection_reason, rule_failures
 from mrinets.pipelines.cmb.data import Z_SCALE
 
 SHAPE = (48, 48, 48)
@@ -36,8 +36,14 @@ def _scene():
 def test_each_rule_removes_its_case_and_keeps_the_microbleed():
     labels, z, mask = _scene()
     raw = np.where(labels > 0, -1.0, 0.0).astype(np.float32)
-    _, reasons = cleanup(labels, z, mask, -raw, "swi")
-    assert reasons == [None, "vessel", "too_small", "brain_edge", "not_spherical"]
+    features, reasons = cleanup(labels, z, mask, -raw, "swi")
+    assert reasons[0] is None
+    failed = [rule_failures(f, "swi") for f in features]
+    assert failed[0] == []
+    assert "vessel" in failed[1]
+    assert failed[2] == ["too_small"]
+    assert failed[3] == ["brain_edge"]
+    assert failed[4] == ["not_spherical"]
 
 
 def test_qsm_sign_rejects_diamagnetic():
@@ -63,3 +69,49 @@ def test_size_bounds():
     assert rejection_reason({**f, "volume_mm3": 30.0}, "swi") is None
     with pytest.raises(ValueError):
         CleanupRules(min_volume_mm3=10, max_volume_mm3=5)
+
+
+def _ball(c, r):
+    g = np.indices(SHAPE).astype(float)
+    return ((g - np.reshape(c, (3, 1, 1, 1))) ** 2).sum(0) <= r**2
+
+
+def test_size_and_shape_are_measured_on_the_bloom():
+    """A candidate of one voxel on a large round bloom is neither too small nor misshapen."""
+    mask = _ball((24, 24, 24), 22)
+    z = np.where(_ball((24, 24, 24), 2.5), 8 / Z_SCALE, 0.0).astype(np.float32)
+    labels = np.zeros(SHAPE, np.int16)
+    labels[24, 24, 24] = 1
+    features, reasons = cleanup(labels, z, mask, np.ones(SHAPE, np.float32), "swi")
+    assert reasons == [None]
+    assert features[0]["volume_mm3"] == pytest.approx(float(_ball((24, 24, 24), 2.5).sum()))
+    assert features[0]["cluster_volume_mm3"] == 1.0
+
+
+def test_microbleed_merged_with_a_dimmer_vein_is_not_a_vessel():
+    """One candidate covering a bright bloom and the vein beside it: the bloom (above half its peak) is round."""
+    g = np.indices(SHAPE).astype(float)
+    mask = _ball((24, 24, 24), 22)
+    tube = ((g[0] - 24) ** 2 + (g[1] - 28) ** 2 <= 1.5**2) & (np.abs(g[2] - 24) <= 12)
+    bleed = _ball((24, 24, 24), 2.5)
+    z = np.where(tube, 4 / Z_SCALE, 0.0)
+    z = np.where(bleed, 10 / Z_SCALE, z).astype(np.float32)
+    labels = (bleed | (tube & (np.abs(g[2] - 24) <= 6))).astype(np.int16)
+    raw = np.ones(SHAPE, np.float32)
+    assert cleanup(labels, z, mask, raw, "swi")[1] == [None]
+    # The same vein alone, a candidate on its own, is still a vessel.
+    alone = (tube & (np.abs(g[2] - 24) <= 2)).astype(np.int16)
+    assert "vessel" in rule_failures(cleanup(alone, np.where(tube, 4 / Z_SCALE, 0).astype(np.float32), mask, raw,
+                                             "swi")[0][0], "swi")
+
+
+def test_confident_classifier_overrides_shape_rules_only():
+    f = {"volume_mm3": 30.0, "sphericity": 0.1, "vessel_length_mm": 0.0, "vessel_elongation": 1.0,
+         "edge_mm": 10.0, "raw_contrast": 1.0}
+    rules = CleanupRules(override_probability=0.8)
+    assert rejection_reason(f, "qsm", rules) == "not_spherical"
+    assert rejection_reason(f, "qsm", rules, probability=0.5) == "not_spherical"
+    assert rejection_reason(f, "qsm", rules, probability=0.9) is None
+    # Anatomy and physics are not overridden: a diamagnetic or edge cluster stays out.
+    assert rejection_reason({**f, "raw_contrast": -1.0}, "qsm", rules, probability=0.99) == "not_spherical"
+    assert rejection_reason({**f, "sphericity": 1.0, "edge_mm": 0.0}, "qsm", rules, probability=0.99) == "brain_edge"
