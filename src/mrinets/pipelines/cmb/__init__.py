@@ -216,6 +216,10 @@ def evaluate_phantoms(models: dict[str, tuple[CmbModel, torch.nn.Module | None]]
             rows = [_score_at(f, s, model.threshold) for f, s in zip(founds, subs)]
             calc = [_calcification_rejection(f, s, model.threshold) for f, s in zip(founds, subs)]
             cand = [cluster_detection(f.candidates, s.cmb) for f, s in zip(founds, subs)]
+            funnel: dict[str, int] = {}
+            for f, s in zip(founds, subs):
+                for k, v in detection_funnel(f, s.cmb, contrast, model.threshold).items():
+                    funnel[k] = funnel.get(k, 0) + v
             sweep = []
             for t in STUDENT_GRID:
                 pooled = pooled_detection([_score_at(f, s, float(t)) for f, s in zip(founds, subs)])
@@ -223,7 +227,7 @@ def evaluate_phantoms(models: dict[str, tuple[CmbModel, torch.nn.Module | None]]
             per[contrast] = {**pooled_detection(rows), "candidates": pooled_detection(cand),
                              "calcification_rejection": (sum(c[0] for c in calc) / max(sum(c[1] for c in calc), 1)),
                              "calcifications": sum(c[1] for c in calc), "seconds_per_volume": seconds,
-                             "sweep": sweep}
+                             "sweep": sweep, "funnel": funnel}
         out[name] = per
     return {"seeds": list(seeds), "contrasts": list(contrasts), "crop_mm": crop_mm, "models": out}
 
