@@ -9,13 +9,18 @@ from mrinets.pipelines.cmb.data import CONTRASTS
 __all__ = ["model_card_text"]
 
 
-def model_card_text(card: dict) -> str:
-    """The Markdown model card of a ``mrinets cmb train`` run (command, operating points, data, held-out scores)."""
+def model_card_text(card: dict, name: str = "cmb_detector.pt") -> str:
+    """The Markdown model card of a ``mrinets cmb train`` run (command, operating points, data, held-out scores).
+
+    ``name``: the weights file the card describes (a detector trained on some
+    contrasts only ships without its ablation networks).
+    """
     op = card["operating_point"]
     v1, v2 = card["validation_step1"], card["validation_step2"]
     contrasts = card["config"]["contrasts"]
     trained_on = "" if len(contrasts) == len(CONTRASTS) else f", trained on {' + '.join(contrasts).upper()} only"
-    lines = [f"# mrinets CMB detector{trained_on} (cmb_detector.pt, ablation networks in cmb_ablation.pt)", "",
+    ablation = "ablation networks in cmb_ablation.pt" if not trained_on else "its ablation networks are not shipped"
+    lines = [f"# mrinets CMB detector{trained_on} ({name}{',' if not trained_on else ';'} {ablation})", "",
              "Step 1: 3D U-Net (MONAI residual units) on the standardised image + its radial symmetry transform",
              "(1 mm grid, 32^3 patches). Step 2: student classifier on 16^3 candidate patches, distilled from a",
              "multi-task teacher (classifier + segmentor). Step 3: size, sphericity, vessel, brain-edge and QSM-sign",
@@ -59,3 +64,24 @@ def _criterion(card: dict) -> str:
     if bound is None or card["validation_step2"]["fp_per_subject"] > bound:
         return "best F1"
     return f"highest TPR at <= {bound:g} FP/subject"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mrinets.pipelines.cmb.card WEIGHTS.pt``: the card rebuilt from what the weights file stores."""
+    import argparse
+    from pathlib import Path
+
+    from mrinets.io import write_text
+    from mrinets.pipelines.cmb.detect import load_model
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("weights", help="a cmb_detector*.pt written by mrinets cmb train")
+    parser.add_argument("--out", help="write the card here (default: beside the weights, .md)")
+    args = parser.parse_args(argv)
+    weights = Path(args.weights)
+    write_text(Path(args.out) if args.out else weights.with_suffix(".md"),
+               model_card_text(load_model(weights).card, weights.name))
+
+
+if __name__ == "__main__":
+    main()
