@@ -244,7 +244,7 @@ def one_parser():
 
     parser = build_parser()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(mrinets.cli, "build_parser", lambda: parser)
+        patch.setattr(mrinets.cli, "build_parser", lambda full=None: parser)
         yield
 
 

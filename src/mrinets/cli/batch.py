@@ -8,7 +8,7 @@ import functools
 import sys
 from pathlib import Path
 
-from mrinets.cli.common import add_common, nonnegative_int, positive_int
+from mrinets.cli.common import COMMANDS, add_common, nonnegative_int, positive_int
 
 NAME = "batch"
 _COLUMNS = {"qsm": {"subject", "mag", "phase", "te", "b0"}, "wmh": {"subject", "t1"},
@@ -29,7 +29,7 @@ def add_scale_options(p: argparse.ArgumentParser) -> None:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         NAME,
-        help="run a pipeline on many subjects listed in a TSV (resumable, Dask)",
+        help=COMMANDS[NAME],
         description="qsm: a TSV with columns subject, mag, phase, te (seconds, separated by spaces or commas), "
         "b0 (tesla), and optionally b0_dir (three numbers), mask, labels. wmh: a TSV with columns subject, t1; "
         "the per-subject CSVs are gathered into OUT/cohort_wmh.csv. microstructure: columns subject, dwi, bval, "

@@ -7,7 +7,7 @@ import functools
 from pathlib import Path
 
 from mrinets.cli.batch import add_scale_options, report
-from mrinets.cli.common import add_common
+from mrinets.cli.common import COMMANDS, add_common
 
 NAME = "bids"
 PIPELINES = ("qsm", "wmh", "microstructure")
@@ -16,7 +16,7 @@ PIPELINES = ("qsm", "wmh", "microstructure")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         NAME,
-        help="BIDS App: run pipelines on every participant of a BIDS dataset",
+        help=COMMANDS[NAME],
         description="Finds each participant's inputs (multi-echo GRE with part-mag/part-phase and JSON "
         "sidecars for qsm, *_T1w for wmh, *_dwi with .bval/.bvec for microstructure), runs them as independent tasks and writes a BIDS derivatives folder.",
     )
