@@ -18,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         NAME,
         help=COMMANDS[NAME],
         description="Finds each participant's inputs (multi-echo GRE with part-mag/part-phase and JSON "
-        "sidecars for qsm, *_T1w for wmh, *_dwi with .bval/.bvec for microstructure), runs them as independent tasks and writes a BIDS derivatives folder.",
+        "sidecars for qsm, *_T1w for wmh, *_dwi with .bval/.bvec for microstructure), runs them as independent "
+        "tasks and writes a BIDS derivatives folder.",
     )
     p.add_argument("bids_dir", help="root of the BIDS dataset")
     p.add_argument("output_dir", help="derivatives folder to write")
@@ -32,6 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_scale_options(p)
     add_common(p)
     p.set_defaults(func=_run)
+
+
+def _done_marker(task: str) -> str:
+    """The finished-marker of one run's task: runs of a session share a derivatives folder, so each has its own."""
+    return f".mrinets-done-{task}"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -48,40 +54,44 @@ def _run(args: argparse.Namespace) -> int:
     labels = args.participant_label
     tasks = []
 
-    def refused(suffix: str, datatype: str, marker: str):
+    def refused(suffix: str, datatype: str):
         """Runs whose files are incomplete become failed rows of the summary; the others go on."""
         def add(problem) -> None:
             outdir = derivative_dir(args.output_dir, problem.subject, problem.session, datatype)
-            tasks.append(refused_task(problem.prefix + suffix, outdir, problem.error, marker=marker))
+            name = problem.prefix + suffix
+            tasks.append(refused_task(name, outdir, problem.error, marker=_done_marker(name)))
         return add
 
     if "qsm" in args.pipelines:
         for run in find_gre_runs(args.bids_dir, participant_labels=labels,
-                                 on_error=refused("", "anat", ".mrinets-done")):
+                                 on_error=refused("", "anat")):
             outdir = derivative_dir(args.output_dir, run.subject, run.session)
             try:
                 config = qsm.QsmConfig(echo_times=run.echo_times, b0=run.b0, method=args.method)
             except InputError as exc:
-                tasks.append(refused_task(run.prefix, outdir, InputError(run.magnitude[0], exc.problem)))
+                tasks.append(refused_task(run.prefix, outdir, InputError(run.magnitude[0], exc.problem),
+                                          marker=_done_marker(run.prefix)))
                 continue
             tasks.append(Task(
                 name=run.prefix,
                 outdir=outdir,
                 run=functools.partial(qsm.predict_and_save, list(run.magnitude), list(run.phase), outdir,
                                       config=config, names=qsm.bids_output_names(run.prefix)),
+                marker=_done_marker(run.prefix),
             ))
     if "wmh" in args.pipelines:
         config = wmh.WmhConfig(weights=args.weights, grow=False if args.no_grow else None)
         for t1 in find_t1w_runs(args.bids_dir, participant_labels=labels):
             outdir = derivative_dir(args.output_dir, t1.subject, t1.session)
-            tasks.append(Task(name=f"{t1.prefix}_wmh", outdir=outdir, marker=".mrinets-done-wmh", run=functools.partial(
+            name = f"{t1.prefix}_wmh"
+            tasks.append(Task(name=name, outdir=outdir, marker=_done_marker(name), run=functools.partial(
                 wmh.predict_and_save, t1.path, outdir, config=config, names=wmh.bids_output_names(t1.prefix))))
     if "microstructure" in args.pipelines:
         config = microstructure.MicrostructureConfig(weights=args.noddi_weights)
         for run in find_dwi_runs(args.bids_dir, participant_labels=labels,
-                                 on_error=refused("_noddi", "dwi", ".mrinets-done-noddi")):
+                                 on_error=refused("_noddi", "dwi")):
             outdir = derivative_dir(args.output_dir, run.subject, run.session, "dwi")
-            tasks.append(Task(name=f"{run.prefix}_noddi", outdir=outdir, marker=".mrinets-done-noddi",
+            tasks.append(Task(name=f"{run.prefix}_noddi", outdir=outdir, marker=_done_marker(f"{run.prefix}_noddi"),
                               run=functools.partial(microstructure.predict_and_save, run.path, run.bval, run.bvec,
                                                     outdir, config=config,
                                                     names=microstructure.bids_output_names(run.prefix))))
