@@ -126,3 +126,20 @@ def test_cli_batch_cmb_gathers_counts_and_isolates_a_bad_row(phantom, tmp_path, 
         row = cohort[subject]
         assert row["contrast"] == contrast and int(row["count"]) == measures["count"]
         assert sum(int(row[f"count_{loc}"]) for loc in cmb.LOCATIONS) == measures["count"]
+
+
+def test_bids_app_finds_swi_and_t2starw(phantom, tmp_path):
+    root = tmp_path / "ds"
+    anat = root / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "t", "BIDSVersion": "1.9.0"}')
+    nib.save(nib.Nifti1Image(phantom.images["swi"], phantom.affine), anat / "sub-01_swi.nii.gz")
+    nib.save(nib.Nifti1Image(phantom.images["gre"], phantom.affine), anat / "sub-01_run-1_T2starw.nii.gz")
+    out = tmp_path / "deriv"
+    argv = ["bids", str(root), str(out), "participant", "--pipelines", "cmb", "--workers", "0", "--quiet"]
+    assert main(argv) == 0
+    folder = out / "sub-01" / "anat"
+    swi = json.loads((folder / "sub-01_swi_cmb.json").read_text())
+    gre = json.loads((folder / "sub-01_run-1_T2starw_cmb.json").read_text())
+    assert (swi["contrast"], gre["contrast"]) == ("swi", "gre")
+    assert (folder / "sub-01_swi_cmb_labels.nii.gz").is_file() and (folder / ".mrinets-done-sub-01_swi_cmb").is_file()

@@ -321,11 +321,14 @@ def _cached_model(weights: str | None) -> CmbModel:
 
 
 def predict_and_save(image_path: str | Path, outdir: str | Path, *, config: CmbConfig,
-                     mask: str | Path | None = None, qc: bool = True) -> list[Path]:
-    """Load one image (and mask), :func:`predict`, save: one subject of a batch (model loaded once per process)."""
+                     mask: str | Path | None = None, name: str | None = None, qc: bool = True) -> list[Path]:
+    """Load one image (and mask), :func:`predict`, save: one subject of a batch (model loaded once per process).
+
+    ``name`` prefixes the files (default: the image's name).
+    """
     image = load(image_path, ndim=3)
     brain = load_mask(mask, like=image) if mask else None
-    return predict(image, config, mask=brain, model=_cached_model(config.weights)).save(outdir, qc=qc)
+    return predict(image, config, mask=brain, model=_cached_model(config.weights), name=name).save(outdir, qc=qc)
 
 
 def _location(world: np.ndarray, config: CmbConfig) -> str:
