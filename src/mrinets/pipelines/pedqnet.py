@@ -100,6 +100,7 @@ class PedQNetTrainConfig:
     segment: bool = True
     seg_weight: float = 0.1
     seg_hidden: int = 64
+    seg_feature_size: int = 8
     b0: float = 3.0
     te: float = DEFAULT_TE
     nucleus_share: float = 0.6
@@ -112,7 +113,7 @@ class PedQNetTrainConfig:
     def __post_init__(self) -> None:
         self.filters = tuple(int(f) for f in self.filters)
         self.voxel_sizes = tuple(float(v) for v in self.voxel_sizes)
-        for name in ("phantoms", "steps", "batch_size", "directions_per_phantom"):
+        for name in ("phantoms", "steps", "batch_size", "directions_per_phantom", "seg_hidden", "seg_feature_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.patch % 16 or self.patch < 16:
@@ -234,7 +235,7 @@ class PedQNetModel:
 def build_networks(config: PedQNetTrainConfig) -> tuple[FieldToChiNet, NucleiNet | None]:
     recon = FieldToChiNet(filters=config.filters)
     seg = NucleiNet(n_classes=len(NUCLEI_CLASSES), img_size=config.patch, hidden_size=config.seg_hidden,
-                    mlp_dim=2 * config.seg_hidden) if config.segment else None
+                    mlp_dim=2 * config.seg_hidden, feature_size=config.seg_feature_size) if config.segment else None
     return recon, seg
 
 
