@@ -147,7 +147,8 @@ def _config(args: argparse.Namespace, echo_times: tuple, **fields) -> qsm.QsmCon
     """The reconstruction's configuration from the options predict and invert share."""
     return qsm.QsmConfig(echo_times=echo_times, b0=args.b0, b0_dir=tuple(args.b0_dir), method=args.method,
                          tkd_threshold=args.tkd_threshold, tv_lambda=args.tv_lambda, tv_max_iter=args.tv_iter,
-                         weights=args.weights, finetune_steps=args.finetune_steps, device=args.device, **fields)
+                         weights=args.weights, finetune_steps=args.finetune_steps, device=args.device,
+                         nuclei=not args.no_nuclei, **fields)
 
 
 def _add_inversion_options(p: argparse.ArgumentParser) -> None:
@@ -166,6 +167,8 @@ def _add_pedqnet_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="PedQ-NET weights from `mrinets qsm train` (default: the shipped ones)")
     p.add_argument("--finetune-steps", type=nonnegative_int, default=0,
                    help="PedQ-NET self-supervised steps on this scan's field before predicting (default 0)")
+    p.add_argument("--no-nuclei", action="store_true",
+                   help="PedQ-NET: skip the nuclei segmenter (chi only, faster)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (PedQ-NET)")
 
 

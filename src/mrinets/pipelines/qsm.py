@@ -116,6 +116,8 @@ class QsmConfig:
         or the network of :mod:`mrinets.pipelines.qsm_mask`.
     mask_weights : str, optional
         Masking network weights (default: the shipped ``qsm_brainmask.pt``).
+    nuclei : bool
+        PedQ-NET: also segment the deep grey nuclei (its UNETR; False saves its run time).
     """
 
     echo_times: tuple[float, ...]
@@ -131,6 +133,7 @@ class QsmConfig:
     device: str = "auto"
     masker: str = "classic"
     mask_weights: str | None = None
+    nuclei: bool = True
 
     def __post_init__(self) -> None:
         self.echo_times = tuple(float(t) for t in np.atleast_1d(self.echo_times))
@@ -404,7 +407,8 @@ def invert_local_field(
         model = load_model(config.weights) if model is None else model
         scale = phase_scale(config.b0, te) if te is not None else None
         out = invert(local, mask, voxel_size=voxel_size, b0_dir=b0_vox, model=model, magnitude=magnitude,
-                     scale=scale, finetune_steps=config.finetune_steps, device=config.device)
+                     scale=scale, finetune_steps=config.finetune_steps, device=config.device,
+                     segment=config.nuclei)
         return out["chi"], out["nuclei"]
     if config.method == "tkd":
         model = QsmReconstructor("tkd", threshold=config.tkd_threshold)
