@@ -199,37 +199,62 @@ def _bias_field(shape, rng: np.random.Generator, strength: float) -> np.ndarray:
     return out
 
 
-def augment(subject: _Subject, rng: np.random.Generator, work_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """A random variant of one phantom as a real scan could give it, on the network's working grid.
+def _variants(subject: _Subject, rng: np.random.Generator) -> dict:
+    """Every (echo, CSF, dephasing) version of a subject's magnitude with its 99th percentile, made once."""
+    out = {}
+    for echo in range(subject.magnitude.shape[-1]):
+        for csf in (False, True):
+            for dephasing in (False, True):
+                mag = realistic_signal(subject.magnitude[..., echo], echo, subject, rng, csf=csf, dephasing=dephasing)
+                out[echo, csf, dephasing] = (mag, float(np.percentile(mag, 99)))
+    return out
+
+
+def augment(subject: _Subject, variants: dict, edge: np.ndarray, rng: np.random.Generator, config: MaskTrainConfig,
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """A random patch of one phantom as a real scan could give it, on the network's working grid.
 
     Echo, bright extra-cerebral CSF, dephasing, thick slices along a random
-    axis, bias field, gamma, Rician noise, then axis order and flips; returns
-    (normalised magnitude, mask).
+    axis, bias field, gamma, Rician noise, then axis order and flips. The
+    patch is cut first (centred on the brain's edge for ``boundary_share`` of
+    them) and normalised by its whole volume's 99th percentile, as
+    :func:`net_brain_mask` normalises a scan. Returns (magnitude, mask),
+    ``config.patch`` voxels a side.
     """
-    echo = int(rng.integers(subject.magnitude.shape[-1]))
-    mag = realistic_signal(subject.magnitude[..., echo], echo, subject, rng, csf=rng.random() < 0.6,
-                           dephasing=rng.random() < 0.5)
-    mask = subject.mask
-    vox = np.asarray(subject.voxel_size, float).copy()
-    zoom = _work_zoom(vox, work_mm)
+    size = config.patch
+    key = (int(rng.integers(subject.magnitude.shape[-1])), bool(rng.random() < 0.6), bool(rng.random() < 0.5))
+    full, top = variants[key]
+    zoom = _work_zoom(subject.voxel_size, config.work_mm)
     if rng.random() < 0.4:
-        axis = int(rng.integers(3))
-        zoom[axis] /= rng.uniform(1.2, 2.0)
+        zoom[int(rng.integers(3))] /= rng.uniform(1.2, 2.0)
+    shape = np.asarray(full.shape)
+    centre = edge[int(rng.integers(len(edge)))] if rng.random() < config.boundary_share else rng.integers(0, shape)
+    src = np.ceil(size / zoom).astype(int) + 2
+    lo = np.clip(centre - src // 2, 0, np.maximum(shape - src, 0))
+    box = tuple(slice(int(a), int(a + n)) for a, n in zip(lo, src))
+    mag, mask = full[box], subject.mask[box].astype(np.float32)
+    bias = np.ones(mag.shape, np.float32)
+    for axis, (start, n) in enumerate(zip(lo, mag.shape)):
+        # The bias field is a function of the whole volume's coordinates, evaluated on the patch.
+        t = (start + np.arange(n)) / max(shape[axis] - 1, 1) * 2 - 1
+        c1, c2 = rng.normal(0, 0.25, 2)
+        bias *= np.exp(c1 * t + c2 * (t**2 - 1 / 3)).astype(np.float32).reshape([-1 if i == axis else 1
+                                                                                 for i in range(3)])
+    mag = mag * bias
     if np.any(zoom < 1):
         mag = ndimage.zoom(mag, zoom, order=1)
-        mask = ndimage.zoom(mask.astype(np.float32), zoom, order=1) > 0.5
-    mag = mag * _bias_field(mag.shape, rng, 0.25)
-    top = float(np.percentile(mag, 99))
+        mask = ndimage.zoom(mask, zoom, order=1)
     mag = top * (mag / top).clip(0, None) ** rng.uniform(0.75, 1.35)
     sigma = top * rng.uniform(0.0, 0.06)
     if sigma > 0:
         mag = np.hypot(mag + rng.normal(0, sigma, mag.shape), rng.normal(0, sigma, mag.shape))
+    mag = np.clip(mag / top, 0, 3)
     order = rng.permutation(3)
     mag, mask = mag.transpose(order), mask.transpose(order)
     for axis in range(3):
         if rng.random() < 0.5:
             mag, mask = np.flip(mag, axis), np.flip(mask, axis)
-    return normalise(np.ascontiguousarray(mag)), np.ascontiguousarray(mask)
+    return _patch(mag, (0, 0, 0), size).astype(np.float32), (_patch(mask, (0, 0, 0), size) > 0.5).astype(np.float32)
 
 
 def _patch(volume: np.ndarray, lo, size: int) -> np.ndarray:
@@ -238,21 +263,20 @@ def _patch(volume: np.ndarray, lo, size: int) -> np.ndarray:
     return np.pad(sub, pads) if any(p for _, p in pads) else sub
 
 
-def _sample(subjects: list[_Subject], config: MaskTrainConfig, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    xs, ys = [], []
-    size = config.patch
-    for _ in range(config.batch_size):
-        s = subjects[int(rng.integers(len(subjects)))]
-        mag, mask = augment(s, rng, config.work_mm)
-        if rng.random() < config.boundary_share:
-            edge = np.argwhere(mask ^ ndimage.binary_erosion(mask))
-            centre = edge[int(rng.integers(len(edge)))]
-        else:
-            centre = rng.integers(0, mask.shape)
-        lo = [int(np.clip(c - size // 2, 0, max(n - size, 0))) for c, n in zip(centre, mask.shape)]
-        xs.append(_patch(mag, lo, size)[None])
-        ys.append(_patch(mask.astype(np.float32), lo, size)[None])
-    return {"x": torch.from_numpy(np.stack(xs)), "y": torch.from_numpy(np.stack(ys))}
+class _Sampler:
+    def __init__(self, subjects: list[_Subject], config: MaskTrainConfig, rng: np.random.Generator):
+        self.subjects, self.config, self.rng = subjects, config, rng
+        self.variants = [_variants(s, rng) for s in subjects]
+        self.edges = [np.argwhere(s.mask ^ ndimage.binary_erosion(s.mask)) for s in subjects]
+
+    def sample(self) -> dict[str, torch.Tensor]:
+        xs, ys = [], []
+        for _ in range(self.config.batch_size):
+            i = int(self.rng.integers(len(self.subjects)))
+            mag, mask = augment(self.subjects[i], self.variants[i], self.edges[i], self.rng, self.config)
+            xs.append(mag[None])
+            ys.append(mask[None])
+        return {"x": torch.from_numpy(np.stack(xs)), "y": torch.from_numpy(np.stack(ys))}
 
 
 def train_mask(config: MaskTrainConfig) -> tuple[MaskModel, dict]:
@@ -268,11 +292,11 @@ def train_mask(config: MaskTrainConfig) -> tuple[MaskModel, dict]:
     net = BrainMaskNet(channels=config.channels).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
-    rng = np.random.default_rng(config.seed)
+    sampler = _Sampler(subjects, config, np.random.default_rng(config.seed))
     history, running, done = [], {"bce": 0.0, "dice": 0.0}, 0
     tic = time.perf_counter()
     for step in track(range(config.steps), "mask training", disable=config.quiet):
-        batch = {k: v.to(device) for k, v in _sample(subjects, config, rng).items()}
+        batch = {k: v.to(device) for k, v in sampler.sample().items()}
         logits = net(batch["x"])
         bce = F.binary_cross_entropy_with_logits(logits, batch["y"])
         dl = soft_dice_loss(torch.sigmoid(logits), batch["y"])
@@ -363,7 +387,10 @@ def save_mask_weights(model: MaskModel, path: str | Path, card: dict | None = No
 def load_mask_model(path: str | Path | None = None) -> MaskModel:
     """Load weights written by ``mrinets qsm train-mask`` (``torch.load(weights_only=True)``)."""
     path = Path(path) if path else DEFAULT_MASK_WEIGHTS
-    state = read_weights(path)
+    try:
+        state = read_weights(path)
+    except ArgumentError as exc:
+        raise ArgumentError("--mask-weights", exc.problem) from None
     try:
         net = BrainMaskNet(**state["net_config"])
         net.load_state_dict(state["net"])
