@@ -67,10 +67,24 @@ def main() -> None:
     centre = (np.asarray(shape, np.float32) - 1)[:, None, None, None] / 2
     head = (((grid - centre) / (np.asarray(shape, np.float32)[:, None, None, None] * 0.45)) ** 2).sum(0) < 1
     mag = np.where(head, 1.0, 0.02).astype(np.float32) * np.random.default_rng(0).uniform(0.8, 1.2, shape)
+    print(f"\n| 256x256x80 at 0.9x0.9x2 mm, {args.threads} threads | s | parameters |")
+    print("|---|---|---|")
     tic = time.perf_counter()
     qm.net_brain_mask(mag, voxel_size=(0.9, 0.9, 2.0), model=model)
-    print(f"\n| masking network, 256x256x80 at 0.9x0.9x2 mm, {args.threads} threads | "
-          f"{time.perf_counter() - tic:.1f} s |")
+    n_params = sum(p.numel() for p in model.net.parameters())
+    print(f"| masking network (MONAI UNet {model.net.config()['channels']}) | {time.perf_counter() - tic:.1f} | "
+          f"{n_params} |")
+    # The issue names UNETR: an (untrained) small UNETR in the same place, to compare the cost only.
+    from monai.networks.nets import UNETR
+
+    unetr = qm.MaskModel(UNETR(1, 1, (64, 64, 64), feature_size=8, hidden_size=48, mlp_dim=96, num_heads=4,
+                               norm_name="instance"), dict(model.config, patch=32))
+    unetr.net.divisor = 64
+    tic = time.perf_counter()
+    qm.net_brain_mask(mag, voxel_size=(0.9, 0.9, 2.0), model=unetr)
+    n_params = sum(p.numel() for p in unetr.net.parameters())
+    print(f"| UNETR 64^3 windows, feature 8, hidden 48 (untrained, cost only) | {time.perf_counter() - tic:.1f} | "
+          f"{n_params} |")
 
 
 if __name__ == "__main__":
