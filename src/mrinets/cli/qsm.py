@@ -35,7 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--b0-dir", nargs=3, type=finite_float, default=(0.0, 0.0, 1.0), metavar=("X", "Y", "Z"),
         help="B0 direction in scanner/world coordinates (default 0 0 1); the affine carries it into voxels",
     )
-    p.add_argument("--mask", help="brain mask NIfTI on the same grid (default: computed from magnitude)")
+    p.add_argument("--mask", help="brain mask NIfTI on the same grid (default: computed from magnitude, --masker)")
+    p.add_argument("--masker", choices=qsm.MASKERS, default="classic",
+                   help="brain mask when --mask is not given: classic (threshold + morphology, default) or net "
+                   "(the masking network of `qsm train-mask`)")
+    p.add_argument("--mask-weights", help="masking network weights (default: the shipped qsm_brainmask.pt)")
     p.add_argument("--labels", help="label map (e.g. nuclei) for mean chi per region; names from <labels>.tsv")
     p.add_argument("--vsharp-radius", type=positive_float, default=12.0, help="largest V-SHARP radius, mm")
     _add_inversion_options(p)
@@ -80,12 +84,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="DynUNet feature maps per level")
     t.add_argument("--seg-weight", type=nonnegative_float, default=0.1, help="lambda of the segmentation loss")
     t.add_argument("--no-segment", action="store_true", help="no segmentation network (ablation)")
+    t.add_argument("--seg-hidden", type=positive_int, default=32, help="UNETR hidden size (default 32)")
+    t.add_argument("--seg-feature-size", type=positive_int, default=4, help="UNETR feature size (default 4)")
     t.add_argument("--test-phantoms", type=nonnegative_int, default=2, help="held-out phantoms scored at the end")
     t.add_argument("--max-minutes", type=positive_float, help="stop training after this many minutes")
     t.add_argument("--seed", type=nonnegative_int, default=0)
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_common(t)
     t.set_defaults(func=_train)
+
+    k = cmds.add_parser(
+        "train-mask",
+        help="train the brain-masking network (GRE magnitude -> brain mask) on phantoms",
+        description="QSM phantoms at several voxel sizes with their true brain masks, augmented per sample (echo, "
+        "slice thickness, axis order and flips, bias field, gamma, noise) -> a small MONAI 3D U-Net. Writes "
+        "qsm_brainmask.pt, its model card (held-out Dice beside the classic mask's) and train_report.json.",
+    )
+    k.add_argument("--out", required=True, help="output folder")
+    k.add_argument("--phantoms", type=positive_int, default=4, help="training phantoms (default 4)")
+    k.add_argument("--seed-start", type=nonnegative_int, default=7000, help="seed of the first phantom")
+    k.add_argument("--steps", type=positive_int, default=400, help="optimiser steps (default 400)")
+    k.add_argument("--batch-size", type=positive_int, default=2)
+    k.add_argument("--patch", type=positive_int, default=64, help="patch side in voxels, multiple of 8")
+    k.add_argument("--lr", type=positive_float, default=3e-3)
+    k.add_argument("--channels", type=positive_int, nargs="+", default=[8, 16, 32, 64],
+                   help="U-Net feature maps per level")
+    k.add_argument("--test-phantoms", type=nonnegative_int, default=2, help="held-out phantoms scored at the end")
+    k.add_argument("--max-minutes", type=positive_float, help="stop training after this many minutes")
+    k.add_argument("--seed", type=nonnegative_int, default=0)
+    k.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_common(k)
+    k.set_defaults(func=_train_mask)
 
     e = cmds.add_parser("evaluate", help="NRMSE, HFEN, SSIM and per-ROI errors against a true chi map")
     e.add_argument("--pred", required=True)
@@ -104,7 +133,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _predict(args: argparse.Namespace) -> int:
     from mrinets.io import ensure_outdir
 
-    config = _config(args, tuple(args.te), vsharp_max_radius_mm=args.vsharp_radius)
+    config = _config(args, tuple(args.te), vsharp_max_radius_mm=args.vsharp_radius, masker=args.masker,
+                     mask_weights=args.mask_weights)
     ensure_outdir(args.out)
     result = qsm.predict(args.mag, args.phase, config=config, mask=args.mask, labels=args.labels)
     paths = result.save(args.out, qc=not args.no_qc)
@@ -117,7 +147,8 @@ def _config(args: argparse.Namespace, echo_times: tuple, **fields) -> qsm.QsmCon
     """The reconstruction's configuration from the options predict and invert share."""
     return qsm.QsmConfig(echo_times=echo_times, b0=args.b0, b0_dir=tuple(args.b0_dir), method=args.method,
                          tkd_threshold=args.tkd_threshold, tv_lambda=args.tv_lambda, tv_max_iter=args.tv_iter,
-                         weights=args.weights, finetune_steps=args.finetune_steps, device=args.device, **fields)
+                         weights=args.weights, finetune_steps=args.finetune_steps, device=args.device,
+                         nuclei=not args.no_nuclei, **fields)
 
 
 def _add_inversion_options(p: argparse.ArgumentParser) -> None:
@@ -136,6 +167,8 @@ def _add_pedqnet_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="PedQ-NET weights from `mrinets qsm train` (default: the shipped ones)")
     p.add_argument("--finetune-steps", type=nonnegative_int, default=0,
                    help="PedQ-NET self-supervised steps on this scan's field before predicting (default 0)")
+    p.add_argument("--no-nuclei", action="store_true",
+                   help="PedQ-NET: skip the nuclei segmenter (chi only, faster)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (PedQ-NET)")
 
 
@@ -165,14 +198,16 @@ def _train(args: argparse.Namespace) -> int:
     config = PedQNetTrainConfig(
         phantoms=args.phantoms, seed_start=args.seed_start, directions_per_phantom=args.directions, steps=args.steps,
         batch_size=args.batch_size, patch=args.patch, pad=args.patch // 2, lr=args.lr, filters=tuple(args.filters),
-        segment=not args.no_segment, seg_weight=args.seg_weight, max_minutes=args.max_minutes, seed=args.seed,
+        segment=not args.no_segment, seg_weight=args.seg_weight,
+        seg_hidden=args.seg_hidden, seg_feature_size=args.seg_feature_size, max_minutes=args.max_minutes, seed=args.seed,
         device=args.device, quiet=args.quiet,
     )
     ensure_outdir(args.out)
     # The canonical command, every option spelled out, so the card's line reproduces the weights.
     argv = ["--out", args.out, "--phantoms", args.phantoms, "--seed-start", args.seed_start, "--directions",
             args.directions, "--steps", args.steps, "--batch-size", args.batch_size, "--patch", args.patch, "--lr",
-            args.lr, "--filters", *args.filters, "--seg-weight", args.seg_weight, "--test-phantoms",
+            args.lr, "--filters", *args.filters, "--seg-weight", args.seg_weight, "--seg-hidden", args.seg_hidden,
+            "--seg-feature-size", args.seg_feature_size, "--test-phantoms",
             args.test_phantoms, "--seed", args.seed, "--device", args.device]
     argv += ["--no-segment"] if args.no_segment else []
     argv += ["--max-minutes", args.max_minutes] if args.max_minutes else []
@@ -183,6 +218,32 @@ def _train(args: argparse.Namespace) -> int:
             print(f"held-out {row['seed']} (low iron {row['low_iron']}): NRMSE TKD {row['tkd']['nrmse_percent']:.1f} "
                   f"% PedQ-NET {row['pedqnet']['nrmse_percent']:.1f} %")
         print(f"mrinets qsm: wrote qsm_pedqnet.pt and its model card to {args.out}")
+    return 0
+
+
+@reports_flags(_FLAGS)
+def _train_mask(args: argparse.Namespace) -> int:
+    import shlex
+
+    from mrinets.io import ensure_outdir
+    from mrinets.pipelines.qsm_mask import MaskTrainConfig, train_and_save
+    from mrinets.training.engine import resolve_device
+
+    resolve_device(args.device)
+    config = MaskTrainConfig(phantoms=args.phantoms, seed_start=args.seed_start, steps=args.steps,
+                             batch_size=args.batch_size, patch=args.patch, lr=args.lr, channels=tuple(args.channels),
+                             max_minutes=args.max_minutes, seed=args.seed, device=args.device, quiet=args.quiet)
+    ensure_outdir(args.out)
+    argv = ["--out", args.out, "--phantoms", args.phantoms, "--seed-start", args.seed_start, "--steps", args.steps,
+            "--batch-size", args.batch_size, "--patch", args.patch, "--lr", args.lr, "--channels", *args.channels,
+            "--test-phantoms", args.test_phantoms, "--seed", args.seed, "--device", args.device]
+    argv += ["--max-minutes", args.max_minutes] if args.max_minutes else []
+    command = "mrinets qsm train-mask " + " ".join(shlex.quote(str(a)) for a in argv)
+    report = train_and_save(config, args.out, test_phantoms=args.test_phantoms, command=command)
+    if not args.quiet:
+        for row in report["held_out"]:
+            print(f"held-out {row['case']}: Dice network {row['net_dice']:.4f} classic {row['classic_dice']:.4f}")
+        print(f"mrinets qsm: wrote qsm_brainmask.pt and its model card to {args.out}")
     return 0
 
 

@@ -100,6 +100,7 @@ class PedQNetTrainConfig:
     segment: bool = True
     seg_weight: float = 0.1
     seg_hidden: int = 64
+    seg_feature_size: int = 8
     b0: float = 3.0
     te: float = DEFAULT_TE
     nucleus_share: float = 0.6
@@ -112,7 +113,7 @@ class PedQNetTrainConfig:
     def __post_init__(self) -> None:
         self.filters = tuple(int(f) for f in self.filters)
         self.voxel_sizes = tuple(float(v) for v in self.voxel_sizes)
-        for name in ("phantoms", "steps", "batch_size", "directions_per_phantom"):
+        for name in ("phantoms", "steps", "batch_size", "directions_per_phantom", "seg_hidden", "seg_feature_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.patch % 16 or self.patch < 16:
@@ -234,7 +235,7 @@ class PedQNetModel:
 def build_networks(config: PedQNetTrainConfig) -> tuple[FieldToChiNet, NucleiNet | None]:
     recon = FieldToChiNet(filters=config.filters)
     seg = NucleiNet(n_classes=len(NUCLEI_CLASSES), img_size=config.patch, hidden_size=config.seg_hidden,
-                    mlp_dim=2 * config.seg_hidden) if config.segment else None
+                    mlp_dim=2 * config.seg_hidden, feature_size=config.seg_feature_size) if config.segment else None
     return recon, seg
 
 
@@ -439,7 +440,8 @@ def invert(
     finetune_steps: int = 0,
     finetune_lr: float = 1e-4,
     device: str = "cpu",
-    overlap: float = 0.25,
+    overlap: float = 0.125,
+    window: int = 96,
     segment: bool = True,
 ) -> dict[str, np.ndarray | None]:
     """Susceptibility (ppm) from a local field (ppm) by PedQ-NET, on a volume of any size.
@@ -456,6 +458,11 @@ def invert(
         Radians per ppm of the fine-tuning loss; default the training's.
     finetune_steps : int
         Self-supervised steps on this field before predicting (0: none).
+    overlap, window : float, int
+        Sliding windows of the reconstruction network: side (voxels, at most)
+        and overlap.
+    segment : bool
+        Run the nuclei segmenter (if the weights hold one).
 
     Returns
     -------
@@ -482,16 +489,23 @@ def invert(
     if finetune_steps > 0:
         weight = _normalised_magnitude(magnitude, mask) if magnitude is not None else mask.astype(np.float32)
         recon = _finetune(model, x, mask, weight, voxel_size, b, scale, int(finetune_steps), finetune_lr, dev)
+    # Only the mask's bounding box is reconstructed: outside it chi is zero anyway.
+    box = tuple(slice(max(int(i.min()) - 2, 0), int(i.max()) + 3) for i in np.nonzero(mask)) if mask.any() \
+        else tuple(slice(None) for _ in mask.shape)
+    xb, inside = x[(slice(None), *box)], mask[box]
     patch = model.patch
-    roi = [patch * 2 if n > patch * 2 else patch for n in field_ppm.shape]
-    roi = [max(patch, int(math.ceil(min(r, n) / 16) * 16)) for r, n in zip(roi, field_ppm.shape)]
-    chi = predict_volume(recon, x, roi_size=roi, overlap=overlap, device=dev)[0]
-    chi = np.where(mask, chi, 0).astype(np.float32)
+    # Large windows with little overlap: per voxel, 96^3 windows cost a fraction of 64^3 ones on CPU
+    # (docs/qsm-pedqnet.md, Speed).
+    roi = [max(patch, min(window, int(math.ceil(n / recon.divisor) * recon.divisor))) for n in inside.shape]
+    chi = np.zeros(mask.shape, np.float32)
+    chi[box] = np.where(inside, predict_volume(recon, xb, roi_size=roi, overlap=overlap, device=dev)[0], 0)
     nuclei = None
     if segment and model.seg is not None:
-        # UNETR's windows are fixed at the training patch; without overlap they are 3-4x fewer.
-        logits = predict_volume(model.seg, chi, roi_size=(patch,) * 3, overlap=0.0, device=dev)
-        nuclei = np.where(mask, logits.argmax(0), 0).astype(np.uint8)
+        # UNETR's windows are fixed at the training patch (its position embeddings); no overlap, 8 per batch.
+        logits = predict_volume(model.seg, chi[box], roi_size=(patch,) * 3, overlap=0.0, sw_batch_size=8,
+                                device=dev)
+        nuclei = np.zeros(mask.shape, np.uint8)
+        nuclei[box] = np.where(inside, logits.argmax(0), 0)
     return {"chi": chi, "nuclei": nuclei}
 
 

@@ -54,6 +54,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 METHODS = ("tkd", "tv", "pedqnet")
+# Brain mask when none is given: threshold + morphology, or the network of mrinets.pipelines.qsm_mask.
+MASKERS = ("classic", "net")
 FIELD_UNITS = ("ppm", "hz")
 OUTPUT_NAMES = {
     "chi": "chi.nii.gz",
@@ -108,7 +110,14 @@ class QsmConfig:
     finetune_steps : int
         PedQ-NET self-supervised steps on this scan's field before predicting.
     device : str
-        ``auto``, ``cpu`` or ``cuda`` for PedQ-NET.
+        ``auto``, ``cpu`` or ``cuda`` for PedQ-NET and the masking network.
+    masker : {"classic", "net"}
+        Brain mask when none is given: :func:`~mrinets.preprocess.mask.gre_brain_mask`
+        or the network of :mod:`mrinets.pipelines.qsm_mask`.
+    mask_weights : str, optional
+        Masking network weights (default: the shipped ``qsm_brainmask.pt``).
+    nuclei : bool
+        PedQ-NET: also segment the deep grey nuclei (its UNETR; False saves its run time).
     """
 
     echo_times: tuple[float, ...]
@@ -122,6 +131,9 @@ class QsmConfig:
     weights: str | None = None
     finetune_steps: int = 0
     device: str = "auto"
+    masker: str = "classic"
+    mask_weights: str | None = None
+    nuclei: bool = True
 
     def __post_init__(self) -> None:
         self.echo_times = tuple(float(t) for t in np.atleast_1d(self.echo_times))
@@ -157,6 +169,10 @@ class QsmConfig:
             raise ConfigError("tv_lambda", "TV lambda must be positive and iterations at least 1")
         if self.finetune_steps < 0:
             raise ConfigError("finetune_steps", f"must not be negative, got {self.finetune_steps}")
+        if self.masker not in MASKERS:
+            raise ConfigError("masker", f"must be one of {', '.join(MASKERS)}, got {self.masker!r}")
+        if self.mask_weights and self.masker != "net":
+            raise ConfigError("mask_weights", "only applies to masker net")
         if self.method != "pedqnet" and (self.finetune_steps or self.weights):
             raise ConfigError("finetune_steps" if self.finetune_steps else "weights",
                                 "only applies to method pedqnet")
@@ -313,6 +329,7 @@ def reconstruct(
     config: QsmConfig,
     mask: np.ndarray | None = None,
     model=None,
+    mask_model=None,
 ) -> dict[str, np.ndarray | dict]:
     """Run the QSM chain on RAS arrays (phase in radians, echoes on the last axis).
 
@@ -324,7 +341,14 @@ def reconstruct(
     voxel_size = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     timings: dict[str, float] = {}
     tic = time.perf_counter()
-    brain = gre_brain_mask(mag, voxel_size=voxel_size) if mask is None else mask.astype(bool)
+    if mask is not None:
+        brain = mask.astype(bool)
+    elif config.masker == "net":
+        from mrinets.pipelines.qsm_mask import net_brain_mask
+
+        brain = net_brain_mask(mag, voxel_size=voxel_size, model=mask_model, device=config.device)
+    else:
+        brain = gre_brain_mask(mag, voxel_size=voxel_size)
     timings["mask"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -383,7 +407,8 @@ def invert_local_field(
         model = load_model(config.weights) if model is None else model
         scale = phase_scale(config.b0, te) if te is not None else None
         out = invert(local, mask, voxel_size=voxel_size, b0_dir=b0_vox, model=model, magnitude=magnitude,
-                     scale=scale, finetune_steps=config.finetune_steps, device=config.device)
+                     scale=scale, finetune_steps=config.finetune_steps, device=config.device,
+                     segment=config.nuclei)
         return out["chi"], out["nuclei"]
     if config.method == "tkd":
         model = QsmReconstructor("tkd", threshold=config.tkd_threshold)
@@ -456,8 +481,14 @@ def predict(
     mask_arr = None if mask is None else load_mask(mask, like=mag_img)
     label_arr, names = (None, {}) if labels is None else read_labels(labels, like=mag_img)
     model = _pedqnet_model(config)
+    mask_model = None
+    if mask_arr is None and config.masker == "net":
+        from mrinets.pipelines.qsm_mask import load_mask_model
 
-    out = reconstruct(mag, phs, affine=mag_img.affine, config=config, mask=mask_arr, model=model)
+        mask_model = load_mask_model(config.mask_weights)
+
+    out = reconstruct(mag, phs, affine=mag_img.affine, config=config, mask=mask_arr, model=model,
+                      mask_model=mask_model)
     eroded = out["mask"]
     chi = out["chi"]
     measures: dict = {
