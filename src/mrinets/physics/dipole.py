@@ -343,7 +343,7 @@ def point_dipole_field(
 
     Notes
     -----
-    .. math:: d(\mathbf{r}) = V\,\frac{3\cos^2\theta - 1}{4\pi r^3}
+    .. math:: d(\\mathbf{r}) = V\\,\\frac{3\\cos^2\\theta - 1}{4\\pi r^3}
 
     (``V`` the voxel volume, ``theta`` the angle between ``r`` and B0), summed
     by a linear (zero-padded) FFT convolution. Away from its sources this field
