@@ -28,8 +28,9 @@ def test_temporal_unwrapping_is_exact_in_reliable_voxels():
     assert reliable.sum() > 0.85 * p.mask.sum()
     # unwrapped minus true phase is a constant multiple of 2 pi (true phase = phi0 + field * TE)
     ppm_to_hz = 42.577478518 * p.b0
-    err = field_hz - p.total_field * ppm_to_hz
-    assert np.abs(err[reliable]).max() < 0.05
+    err = np.abs(field_hz - p.total_field * ppm_to_hz)[reliable]
+    # the smoothed receive phase leaves a small bias where it curves (0.1 Hz = 0.0008 ppm at 3 T)
+    assert err.max() < 0.1 and np.median(err) < 0.01
     rewrapped = np.angle(np.exp(1j * unwrapped))
     np.testing.assert_allclose(np.cos(rewrapped[reliable]), np.cos(p.phase[reliable]), atol=1e-4)
 

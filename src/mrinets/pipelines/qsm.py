@@ -318,21 +318,38 @@ def combine_echoes(
     fit = fit_echoes(unwrapped, echo_times=echo_times, magnitude=magnitude, mask=mask, offset=True)
     # The phase at TE = 0 (receive phase) is smooth; fitting it voxel by voxel costs most of the
     # frequency's noise (MCPC-3D-S, Eckstein 2018): smooth it, then fit the frequency through it.
-    phi0 = smooth_phase(fit.offset, np.where(mask, magnitude[..., 0], 0), sigma_mm=PHASE_OFFSET_SIGMA_MM,
-                        voxel_size=voxel_size)
+    phi0 = smooth_phase_offset(fit.offset, magnitude[..., 0], mask, voxel_size=voxel_size)
     phi0 = fit.offset - np.angle(np.exp(1j * (fit.offset - phi0)))
     fit = fit_echoes(unwrapped - phi0[..., None], echo_times=echo_times, magnitude=magnitude, mask=mask)
     return unwrapped, fit.field_hz, mask
 
 
-def smooth_phase(phase: np.ndarray, weight: np.ndarray, *, sigma_mm: float, voxel_size) -> np.ndarray:
-    """Gaussian smoothing of a phase map (rad) as the angle of the weighted complex mean; 0 where weight is 0."""
+def smooth_phase_offset(offset: np.ndarray, weight: np.ndarray, mask: np.ndarray, *, voxel_size,
+                        sigma_mm: float = PHASE_OFFSET_SIGMA_MM) -> np.ndarray:
+    """Smooth version of a phase map (rad) inside ``mask``, unbiased at the mask's border.
+
+    The map is unwrapped (Laplacian), a ``weight``-weighted quadratic trend is
+    fitted over the mask and only the rest is Gaussian-smoothed (normalised
+    by the smoothed weights): smoothing the trend itself would bias the border,
+    where the Gaussian sees one side only.
+    """
     from scipy import ndimage
 
+    phi = unwrap_laplacian(offset, mask=mask, voxel_size=voxel_size, congruent=True)
+    pos = np.nonzero(mask)
+    xyz = [(p - p.mean()) / max(float(np.ptp(p)), 1.0) for p in (np.asarray(q, np.float64) for q in pos)]
+    terms = [np.ones_like(xyz[0]), *xyz, *(xyz[i] * xyz[j] for i in range(3) for j in range(i, 3))]
+    design = np.stack(terms, axis=1)
+    w = np.sqrt(np.maximum(weight[pos], 0)).astype(np.float64)
+    coef = np.linalg.lstsq(design * w[:, None], phi[pos] * w, rcond=None)[0]
+    trend = np.zeros(offset.shape, np.float64)
+    trend[pos] = design @ coef
     sigma = [sigma_mm / float(h) for h in voxel_size]
-    z = weight * np.exp(1j * phase)
-    smooth = ndimage.gaussian_filter(z.real, sigma) + 1j * ndimage.gaussian_filter(z.imag, sigma)
-    return np.where(weight > 0, np.angle(smooth), 0).astype(np.float32)
+    wmap = np.where(mask, weight, 0).astype(np.float64)
+    rest = ndimage.gaussian_filter(wmap * (phi - trend), sigma)
+    norm = ndimage.gaussian_filter(wmap, sigma)
+    smooth = trend + rest / np.where(norm > 0, norm, 1)
+    return np.where(mask, smooth, 0).astype(np.float32)
 
 
 def reconstruct(
