@@ -92,12 +92,28 @@ class QsmPhantom:
             return [stage.final(n) for n in stage.names]
 
 
+def _near(world: np.ndarray, lo, hi) -> tuple[slice, ...]:
+    """Index box of an axis-aligned world grid (3, X, Y, Z) that holds the world box [lo, hi]."""
+    box = []
+    for axis in range(3):
+        coord = world[(axis,) + tuple(0 if a != axis else slice(None) for a in range(3))]
+        inside = np.nonzero((coord >= lo[axis]) & (coord <= hi[axis]))[0]
+        box.append(slice(int(inside[0]), int(inside[-1]) + 1) if inside.size else slice(0, 0))
+    return tuple(box)
+
+
 def _ellipsoid(world: np.ndarray, centre, axes, rotation: np.ndarray) -> np.ndarray:
-    """Soft ellipsoid (1 inside, 0 outside, ~1 mm edge) on world coordinates (3, X, Y, Z)."""
-    d = np.tensordot(rotation.T, world - np.asarray(centre, float)[:, None, None, None], axes=1)
-    r = np.sqrt(sum((d[i] / axes[i]) ** 2 for i in range(3)))
+    """Soft ellipsoid (1 inside, 0 outside, ~1 mm edge) on world coordinates (3, X, Y, Z) of an axis-aligned grid."""
+    centre = np.asarray(centre, float)
     edge = 1.0 / min(axes)
-    return np.clip((1.0 - r) / edge + 0.5, 0.0, 1.0)
+    reach = max(axes) * (1.0 + edge) + 1.0
+    box = _near(world, centre - reach, centre + reach)
+    out = np.zeros(world.shape[1:], np.float32)
+    sub = world[(slice(None),) + box]
+    d = np.tensordot(rotation.T, sub - centre[:, None, None, None], axes=1)
+    r = np.sqrt(sum((d[i] / axes[i]) ** 2 for i in range(3)))
+    out[box] = np.clip((1.0 - r) / edge + 0.5, 0.0, 1.0)
+    return out
 
 
 def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
@@ -168,10 +184,13 @@ def _head_model(
         start = rng.uniform([-50, -70, -10], [50, 50, 40])
         direction = rng.normal(size=3)
         direction /= np.linalg.norm(direction)
-        t = np.clip(np.tensordot(direction, world - start[:, None, None, None], axes=1), -25, 25)
+        ends = np.stack([start - 25 * direction, start + 25 * direction])
+        box = _near(world, ends.min(0) - 2 * voxel_size, ends.max(0) + 2 * voxel_size)
+        sub = world[(slice(None),) + box]
+        t = np.clip(np.tensordot(direction, sub - start[:, None, None, None], axes=1), -25, 25)
         closest = start[:, None, None, None] + direction[:, None, None, None] * t
-        dist = np.sqrt(((world - closest) ** 2).sum(0))
-        veins = np.maximum(veins, np.clip(1.5 - dist / voxel_size, 0, 1))
+        dist = np.sqrt(((sub - closest) ** 2).sum(0))
+        veins[box] = np.maximum(veins[box], np.clip(1.5 - dist / voxel_size, 0, 1))
     veins *= brain & (labels == 0)
     chi = chi * (1 - veins) + scale["vein"] * veins
     r2s = r2s * (1 - veins) + R2STAR["vein"] * veins
