@@ -228,7 +228,7 @@ def _head_model(
     r2s = np.where(brain, r2s, 30.0)
     phi0 = 0.8 * np.sin(world[0] / 60 + rng.uniform(0, 6)) + 0.6 * np.cos(world[1] / 80 + rng.uniform(0, 6))
     return {
-        "affine": affine, "brain": brain, "chi": brain_chi, "local": np.where(brain, local, 0).astype(np.float32),
+        "affine": affine, "brain": brain, "head": head, "chi": brain_chi, "local": np.where(brain, local, 0).astype(np.float32),
         "total": (local + background).astype(np.float32), "pd": pd.astype(np.float32),
         "r2s": r2s.astype(np.float32), "phi0": phi0.astype(np.float32), "labels": labels, "labels_lr": labels_lr,
         "scale": scale, "nucleus_chi": nucleus_chi, "calc_centre": calc_centre,
@@ -418,8 +418,12 @@ def make_qsm_scan(
     fine = model["affine"]
     signal = _signal(model, echo_times, b0)
 
-    # Scan grid: the box, in scan voxel axes, that holds the whole fine field of view.
-    corners = np.array(np.meshgrid(*[[0, n - 1] for n in model["chi"].shape], indexing="ij")).reshape(3, -1)
+    # Scan grid: the box, in scan voxel axes, that holds the head and 10 mm of air around it.
+    hits = np.nonzero(model["head"])
+    margin = int(np.ceil(10.0 / fine_mm))
+    span = [[max(int(h.min()) - margin, 0), min(int(h.max()) + margin, n - 1)]
+            for h, n in zip(hits, model["head"].shape)]
+    corners = np.array(np.meshgrid(*span, indexing="ij")).reshape(3, -1)
     world = fine[:3, :3] @ corners + fine[:3, 3:4]
     inv = np.linalg.inv(block)
     ijk = inv @ world
