@@ -20,8 +20,8 @@ local field rows give the field's own NRMSE inside the evaluation mask, near
 the border (< 6 mm deep) and deep. Limits: TKD of the full chain within 1.5x
 of true-local; TV below 60 %.
 
-Run: ``python benchmarks/bench_qsm_generalisation.py [--variants A B ...] [--seed 7]`` (about 90 s per
-variant on one core).
+Run: ``python benchmarks/bench_qsm_generalisation.py [--variants A B ...] [--seed 7]`` (about 2.5 min of
+one core per variant); variants can run in parallel with ``--json`` and be tabled with ``--from-json``.
 """
 
 from __future__ import annotations
@@ -157,9 +157,13 @@ def main() -> None:
     parser.add_argument("--eval-erode", type=float, default=3.0, help="evaluation mask: true brain eroded by mm")
     parser.add_argument("--no-tv", action="store_true")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--from-json", nargs="+", metavar="FILE",
+                        help="print the table of rows saved by earlier runs (--json; e.g. variants run in parallel)")
     args = parser.parse_args()
     rows = []
-    for name in args.variants:
+    for path in args.from_json or []:
+        rows.extend(json.loads(Path(path).read_text()))
+    for name in [] if args.from_json else args.variants:
         row = run_variant(name, VARIANTS[name], args.seed, args.eval_erode, not args.no_tv)
         rows.append(row)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
