@@ -97,7 +97,7 @@ def run_variant(name: str, kw: dict, seed: int, eval_erode: float, tv: bool) -> 
         phantom = make_qsm_head(kw["own_head"], voxel_size=kw["voxel_size"][0], b0_dir=kw["b0_dir"], snr=100.0)
         phantom.meta["b0_dir_voxels"] = list(np.asarray(kw["b0_dir"]) / np.linalg.norm(kw["b0_dir"]))
     else:
-        from mrinets.data.phantoms.qsm import make_qsm_head
+        from mrinets.data.phantoms.qsm import make_qsm_scan
 
         phantom = make_qsm_scan(seed, **kw)
     row: dict = {"variant": name, "description": describe(kw), "phantom_s": time.perf_counter() - tic}

@@ -410,8 +410,16 @@ def make_qsm_scan(
     block = scan_affine(tuple(voxel_size), orientation=orientation, oblique_deg=oblique_deg)
     if not 0.5 <= fine_mm <= min(voxel_size):
         raise ValueError(f"fine_mm must lie in [0.5, smallest voxel edge {min(voxel_size):g}], got {fine_mm!r}")
-    if not 0 <= skull_pd <= 1 or air_smooth_mm < 0:
-        raise ValueError("skull_pd must lie in [0, 1] and air_smooth_mm must not be negative")
+    if not 0 <= skull_pd <= 1:
+        raise ValueError(f"skull_pd must lie in [0, 1], got {skull_pd!r}")
+    if not 0 <= air_smooth_mm <= 20:
+        raise ValueError(f"air_smooth_mm must lie in [0, 20] mm, got {air_smooth_mm!r}")
+    from mrinets.data.phantoms.budget import check_grid_memory
+    from mrinets.data.templates import MNI_SHAPE
+
+    # Measured: about 300 bytes per fine voxel at 2 mm (fine head, doubled FFT grids, resampling).
+    check_grid_memory([n / fine_mm for n in MNI_SHAPE], bytes_per_voxel=320 + 16 * len(echo_times),
+                      name="fine_mm", value=f"{fine_mm:g} mm")
     rng = np.random.default_rng(seed)
     model = _head_model(rng, voxel_size=fine_mm, b0_dir=b0_dir, iron_scale=iron_scale, myelin_scale=myelin_scale,
                         air_smooth_mm=air_smooth_mm, skull_pd=skull_pd)
