@@ -35,12 +35,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from mrinets.data.phantoms.qsm import make_qsm_head
 from mrinets.io import load, load_mask
 from mrinets.metrics.qsm import nrmse
 from mrinets.physics.background import default_vsharp_radii, vsharp
+
 try:  # older code (the 'before' runs) has no such step
     from mrinets.physics.background import restore_harmonic_loss
 except ImportError:
