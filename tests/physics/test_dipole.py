@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrinets.physics.dipole import b0_direction_in_voxels, dipole_kernel, forward_field, point_dipole_field
+from mrinets.physics.dipole import (
+    b0_direction_in_voxels,
+    dipole_kernel,
+    forward_field,
+    point_dipole_field,
+)
 
 
 def _centred_positions(shape, voxel_size):

@@ -25,7 +25,11 @@ from scipy import ndimage
 from mrinets.data.phantoms.head import rotation_matrix
 from mrinets.io import OutputStage, write_json
 from mrinets.io.nifti import from_array, save
-from mrinets.physics.dipole import b0_direction_in_voxels, forward_field, point_dipole_field
+from mrinets.physics.dipole import (
+    b0_direction_in_voxels,
+    forward_field,
+    point_dipole_field,
+)
 from mrinets.physics.echoes import GAMMA, GreAcquisition
 
 __all__ = ["NUCLEI", "ORIENTATIONS", "QsmPhantom", "make_qsm_head", "make_qsm_scan", "scan_affine"]
