@@ -28,8 +28,9 @@ def test_temporal_unwrapping_is_exact_in_reliable_voxels():
     assert reliable.sum() > 0.85 * p.mask.sum()
     # unwrapped minus true phase is a constant multiple of 2 pi (true phase = phi0 + field * TE)
     ppm_to_hz = 42.577478518 * p.b0
-    err = field_hz - p.total_field * ppm_to_hz
-    assert np.abs(err[reliable]).max() < 0.05
+    err = np.abs(field_hz - p.total_field * ppm_to_hz)[reliable]
+    # the smoothed receive phase leaves a small bias where it curves (0.1 Hz = 0.0008 ppm at 3 T)
+    assert err.max() < 0.1 and np.median(err) < 0.01
     rewrapped = np.angle(np.exp(1j * unwrapped))
     np.testing.assert_allclose(np.cos(rewrapped[reliable]), np.cos(p.phase[reliable]), atol=1e-4)
 
@@ -115,3 +116,48 @@ def test_evaluate_rejects_other_grid(phantom_dir, tmp_path):
     nib.save(nib.Nifti1Image(img.get_fdata()[:-1].astype(np.float32), img.affine), tmp_path / "small.nii.gz")
     with pytest.raises(GridMismatchError):
         evaluate(tmp_path / "small.nii.gz", phantom_dir / "chi.nii.gz", mask=phantom_dir / "mask.nii.gz")
+
+
+def test_las_oblique_anisotropic_scan_through_files(tmp_path):
+    """A head stored LAS on an oblique 4 x 4 x 5 mm grid with B0 tilted in world coordinates.
+
+    Read from NIfTI as a user's scan is: the chain's B0 in voxel axes equals the
+    one known from the phantom's construction, and giving B0 as if it were in
+    voxel axes (ignoring the affine's flip and rotation) scores worse.
+    """
+    from mrinets.data.phantoms.qsm import make_qsm_scan
+    from mrinets.io import load, load_mask
+
+    b0_world = (np.sin(np.deg2rad(25)), 0.0, np.cos(np.deg2rad(25)))
+    p = make_qsm_scan(8, voxel_size=(4.0, 4.0, 5.0), orientation="LAS", oblique_deg=(0.0, 0.0, 30.0),
+                      b0_dir=b0_world, fine_mm=4.0, snr=300)
+    p.save(tmp_path)
+    files = (tmp_path / "mag.nii.gz", tmp_path / "phase.nii.gz")
+    truth = load(tmp_path / "chi.nii.gz")
+    region = load_mask(tmp_path / "mask.nii.gz", like=truth)
+    right = predict(*files, config=QsmConfig(echo_times=p.echo_times, b0=3.0, b0_dir=b0_world, harmonic_iterations=0))
+    stored = np.asarray(p.meta["b0_dir_voxels"])
+    expected = np.zeros(3)
+    for axis, (target, flip) in enumerate(truth.source.to_ras):
+        expected[int(target)] = flip * stored[axis]
+    np.testing.assert_allclose(np.abs(right.measures["b0_dir_voxels"] @ expected), 1.0, atol=1e-6)
+    naive = predict(*files, config=QsmConfig(echo_times=p.echo_times, b0=3.0, b0_dir=tuple(stored),
+                                             harmonic_iterations=0))
+    m = region & right.mask & naive.mask
+    good = qsm_scores(right.chi, truth.data, mask=m)["nrmse_percent"]
+    bad = qsm_scores(naive.chi, truth.data, mask=m)["nrmse_percent"]
+    assert good < 90 and good < bad - 5
+
+
+def test_smoothed_receive_phase_lowers_field_noise():
+    """Fitting the frequency through a smoothed TE = 0 phase halves its noise against a voxel-wise offset fit."""
+    from mrinets.physics.echoes import fit_echoes
+
+    p = make_qsm_head(6, voxel_size=3.0, snr=30)
+    voxel = np.array([3.0, 3.0, 3.0])
+    unwrapped, field_hz, reliable = combine_echoes(p.phase, p.magnitude, echo_times=p.echo_times, mask=p.mask,
+                                                  voxel_size=voxel)
+    voxelwise = fit_echoes(unwrapped, echo_times=p.echo_times, magnitude=p.magnitude, mask=reliable,
+                           offset=True).field_hz
+    truth = p.total_field * 42.577478518 * p.b0
+    assert np.std((field_hz - truth)[reliable]) < 0.7 * np.std((voxelwise - truth)[reliable])

@@ -42,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-weights", help="masking network weights (default: the shipped qsm_brainmask.pt)")
     p.add_argument("--labels", help="label map (e.g. nuclei) for mean chi per region; names from <labels>.tsv")
     p.add_argument("--vsharp-radius", type=positive_float, default=12.0, help="largest V-SHARP radius, mm")
+    p.add_argument("--harmonic-iterations", type=nonnegative_int, default=3,
+                   help="steps giving back the local field V-SHARP removes with the background (0: plain V-SHARP; "
+                        "default 3)")
     _add_inversion_options(p)
     p.set_defaults(func=_predict)
 
@@ -134,7 +137,7 @@ def _predict(args: argparse.Namespace) -> int:
     from mrinets.io import ensure_outdir
 
     config = _config(args, tuple(args.te), vsharp_max_radius_mm=args.vsharp_radius, masker=args.masker,
-                     mask_weights=args.mask_weights)
+                     mask_weights=args.mask_weights, harmonic_iterations=args.harmonic_iterations)
     ensure_outdir(args.out)
     result = qsm.predict(args.mag, args.phase, config=config, mask=args.mask, labels=args.labels)
     paths = result.save(args.out, qc=not args.no_qc)

@@ -28,7 +28,7 @@ from mrinets.io import Image, OutputStage, check_same_grid, load, load_labels, l
 from mrinets.io.nifti import nifti_stem
 from mrinets.io.tables import read_tsv
 from mrinets.metrics.qsm import qsm_scores, roi_means
-from mrinets.physics.background import check_max_radius, default_vsharp_radii, vsharp
+from mrinets.physics.background import check_max_radius, default_vsharp_radii, restore_harmonic_loss, vsharp
 from mrinets.physics.dipole import b0_direction_in_voxels
 from mrinets.physics.echoes import B0_RANGE, MIN_ECHO_TIME, GreAcquisition, detect_phase_units, fit_echoes, hz_to_ppm
 from mrinets.physics.inversion import QsmReconstructor
@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 METHODS = ("tkd", "tv", "pedqnet")
 # Brain mask when none is given: threshold + morphology, or the network of mrinets.pipelines.qsm_mask.
 MASKERS = ("classic", "net")
+# Gaussian width (mm) of the receive phase smoothing: far below the scale over which coil phases vary.
+PHASE_OFFSET_SIGMA_MM = 4.0
 FIELD_UNITS = ("ppm", "hz")
 OUTPUT_NAMES = {
     "chi": "chi.nii.gz",
@@ -101,6 +103,12 @@ class QsmConfig:
         :mod:`mrinets.pipelines.pedqnet`).
     vsharp_max_radius_mm : float
         Largest V-SHARP kernel; kernels go down to one voxel.
+    vsharp_threshold : float
+        Truncation of V-SHARP's deconvolution.
+    harmonic_iterations : int
+        Steps of :func:`~mrinets.physics.background.restore_harmonic_loss`,
+        which gives back the local field V-SHARP removes with the background
+        (0: plain V-SHARP).
     tkd_threshold : float
         TKD truncation of the dipole kernel.
     tv_lambda, tv_max_iter : float, int
@@ -125,6 +133,8 @@ class QsmConfig:
     b0_dir: tuple[float, float, float] = (0.0, 0.0, 1.0)
     method: str = "tkd"
     vsharp_max_radius_mm: float = 12.0
+    vsharp_threshold: float = 0.05
+    harmonic_iterations: int = 3
     tkd_threshold: float = 0.19
     tv_lambda: float = 1e-3
     tv_max_iter: int = 100
@@ -163,6 +173,10 @@ class QsmConfig:
             raise ConfigError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.vsharp_max_radius_mm <= 0:
             raise ConfigError("vsharp_max_radius_mm", f"must be positive mm, got {self.vsharp_max_radius_mm:g}")
+        if not 0 < self.vsharp_threshold < 1:
+            raise ConfigError("vsharp_threshold", f"must lie in (0, 1), got {self.vsharp_threshold:g}")
+        if not 0 <= self.harmonic_iterations <= 20:
+            raise ConfigError("harmonic_iterations", f"must be 0 to 20, got {self.harmonic_iterations}")
         if not 0 < self.tkd_threshold < 2 / 3:
             raise ConfigError("tkd_threshold", f"must lie in (0, 2/3), got {self.tkd_threshold:g}")
         if self.tv_lambda <= 0 or self.tv_max_iter < 1:
@@ -318,7 +332,40 @@ def combine_echoes(
     unwrapped = phase + 2 * np.pi * np.round((predicted - phase) / (2 * np.pi))
     unwrapped = np.where(mask[..., None], unwrapped, 0).astype(np.float32)
     fit = fit_echoes(unwrapped, echo_times=echo_times, magnitude=magnitude, mask=mask, offset=True)
+    # The phase at TE = 0 (receive phase) is smooth; fitting it voxel by voxel costs most of the
+    # frequency's noise (MCPC-3D-S, Eckstein 2018): smooth it, then fit the frequency through it.
+    phi0 = smooth_phase_offset(fit.offset, magnitude[..., 0], mask, voxel_size=voxel_size)
+    phi0 = fit.offset - np.angle(np.exp(1j * (fit.offset - phi0)))
+    fit = fit_echoes(unwrapped - phi0[..., None], echo_times=echo_times, magnitude=magnitude, mask=mask)
     return unwrapped, fit.field_hz, mask
+
+
+def smooth_phase_offset(offset: np.ndarray, weight: np.ndarray, mask: np.ndarray, *, voxel_size,
+                        sigma_mm: float = PHASE_OFFSET_SIGMA_MM) -> np.ndarray:
+    """Smooth version of a phase map (rad) inside ``mask``, unbiased at the mask's border.
+
+    The map is unwrapped (Laplacian), a ``weight``-weighted quadratic trend is
+    fitted over the mask and only the rest is Gaussian-smoothed (normalised
+    by the smoothed weights): smoothing the trend itself would bias the border,
+    where the Gaussian sees one side only.
+    """
+    from scipy import ndimage
+
+    phi = unwrap_laplacian(offset, mask=mask, voxel_size=voxel_size, congruent=True)
+    pos = np.nonzero(mask)
+    xyz = [(p - p.mean()) / max(float(np.ptp(p)), 1.0) for p in (np.asarray(q, np.float64) for q in pos)]
+    terms = [np.ones_like(xyz[0]), *xyz, *(xyz[i] * xyz[j] for i in range(3) for j in range(i, 3))]
+    design = np.stack(terms, axis=1)
+    w = np.sqrt(np.maximum(weight[pos], 0)).astype(np.float64)
+    coef = np.linalg.lstsq(design * w[:, None], phi[pos] * w, rcond=None)[0]
+    trend = np.zeros(offset.shape, np.float64)
+    trend[pos] = design @ coef
+    sigma = [sigma_mm / float(h) for h in voxel_size]
+    wmap = np.where(mask, weight, 0).astype(np.float64)
+    rest = ndimage.gaussian_filter(wmap * (phi - trend), sigma)
+    norm = ndimage.gaussian_filter(wmap, sigma)
+    smooth = trend + rest / np.where(norm > 0, norm, 1)
+    return np.where(mask, smooth, 0).astype(np.float32)
 
 
 def reconstruct(
@@ -358,16 +405,19 @@ def reconstruct(
     total_ppm = hz_to_ppm(field_hz, b0=config.b0).astype(np.float32)
     timings["unwrap"] = time.perf_counter() - tic
 
-    tic = time.perf_counter()
-    radii = default_vsharp_radii(voxel_size, max_radius_mm=config.vsharp_max_radius_mm)
-    local, eroded = vsharp(total_ppm, brain, voxel_size=voxel_size, radii=radii)
-    timings["vsharp"] = time.perf_counter() - tic
-    if not eroded.any():
-        raise EmptyImageError("mask", "no voxel is left after V-SHARP erosion: the brain mask is too small")
-
-    tic = time.perf_counter()
     acq = GreAcquisition(echo_times=config.echo_times, b0=config.b0, b0_dir=config.b0_dir, voxel_size=voxel_size)
     b0_vox = acq.b0_dir_in_voxels(affine)
+    tic = time.perf_counter()
+    radii = default_vsharp_radii(voxel_size, max_radius_mm=config.vsharp_max_radius_mm)
+    local, eroded = vsharp(total_ppm, brain, voxel_size=voxel_size, radii=radii, threshold=config.vsharp_threshold)
+    if not eroded.any():
+        raise EmptyImageError("mask", "no voxel is left after V-SHARP erosion: the brain mask is too small")
+    local = restore_harmonic_loss(total_ppm, brain, local, eroded, voxel_size=voxel_size, b0_dir=b0_vox, radii=radii,
+                                  threshold=config.vsharp_threshold, iterations=config.harmonic_iterations,
+                                  tkd_threshold=config.tkd_threshold)
+    timings["vsharp"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
     weight = np.sqrt((mag**2).mean(axis=-1))
     chi, nuclei = invert_local_field(local, eroded, voxel_size=voxel_size, b0_vox=b0_vox, config=config,
                                      magnitude=weight, te=max(config.echo_times), model=model)

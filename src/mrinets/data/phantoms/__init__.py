@@ -70,6 +70,17 @@ def _make_qsm(*, seed: int, out: Path, voxel_size, te, b0, b0_dir, snr, crop, ir
     return phantom.save(out)
 
 
+def _make_qsm_scan(*, seed: int, out: Path, voxel_size, orientation, oblique, te, b0, b0_dir, snr, skull_pd,
+                   air_smooth_mm, iron_scale, myelin_scale, fine_mm) -> list[Path]:
+    from mrinets.data.phantoms.qsm import make_qsm_scan
+
+    phantom = make_qsm_scan(seed, voxel_size=tuple(voxel_size), orientation=orientation, oblique_deg=tuple(oblique),
+                            echo_times=tuple(te), b0=b0, b0_dir=tuple(b0_dir), snr=snr, skull_pd=skull_pd,
+                            air_smooth_mm=air_smooth_mm, iron_scale=iron_scale, myelin_scale=myelin_scale,
+                            fine_mm=fine_mm)
+    return phantom.save(out)
+
+
 def _make_wmh(*, seed: int, out: Path, severity, snr, flair_voxel, gross, no_pose, t1) -> list[Path]:
     from mrinets.data.phantoms.wmh import insert_wmh, make_wmh_subject
 
@@ -114,6 +125,27 @@ register(PhantomKind(
         PhantomOption("myelin-scale", float, 1.0, "white-matter chi scale; low in an unmyelinated infant brain"),
     ),
     make=_make_qsm,
+))
+
+register(PhantomKind(
+    name="qsm-scan",
+    help="susceptibility head acquired as scans vary: any voxel size, LAS/LPS storage, oblique grid, intravoxel "
+         "dephasing; same outputs as qsm",
+    options=(
+        PhantomOption("voxel-size", float, [1.5, 1.5, 1.5], "voxel size in mm (x y z)", nargs=3),
+        PhantomOption("orientation", str, "LAS", "storage orientation: RAS, LAS or LPS"),
+        PhantomOption("oblique", float, [0.0, 0.0, 0.0], "rotation of the grid about world x y z, degrees", nargs=3),
+        PhantomOption("te", float, [0.004, 0.012, 0.020, 0.028], "echo times in seconds", nargs="+"),
+        PhantomOption("b0", float, 3.0, "field strength in tesla"),
+        PhantomOption("b0-dir", float, [0.0, 0.0, 1.0], "B0 direction in world coordinates", nargs=3),
+        PhantomOption("snr", float, 100.0, "white-matter magnitude over noise std at the first echo"),
+        PhantomOption("skull-pd", float, 0.0, "proton density of bone (0: dark skull)"),
+        PhantomOption("air-smooth-mm", float, 2.0, "Gaussian width of the air and bone borders, mm"),
+        PhantomOption("iron-scale", float, 1.0, "nucleus iron (chi) scale"),
+        PhantomOption("myelin-scale", float, 1.0, "white-matter chi scale"),
+        PhantomOption("fine-mm", float, 1.0, "voxel size of the fine simulation grid, mm"),
+    ),
+    make=_make_qsm_scan,
 ))
 
 register(PhantomKind(
