@@ -62,11 +62,14 @@ def predict_and_save(t1_path: str | Path, outdir: str | Path, *, config: WmhConf
     return predict(t1, config, model=model).save(outdir, qc=qc, names=names)
 
 
-def phantom_subject(seed: int) -> TrainingSubject:
-    """A training subject from the WMH phantom of ``seed`` (its known MNI map stands for registration)."""
+def phantom_subject(seed: int, lesions: str = "wmh") -> TrainingSubject:
+    """A training subject from the WMH phantom of ``seed`` (its known MNI map stands for registration).
+
+    ``lesions`` is the phantom's lesion model (:data:`mrinets.data.phantoms.wmh.LESION_MODELS`).
+    """
     from mrinets.data.phantoms.wmh import make_wmh_subject
 
-    p = make_wmh_subject(seed, crop=TRAIN_CROP)
+    p = make_wmh_subject(seed, crop=TRAIN_CROP, lesions=lesions)
     subject = prepare_subject(f"phantom-{seed}", p.t1, p.t1_affine, p.flair_label, p.flair_affine, p.to_mni,
                               truth=p.lesion)
     subject.meta = dict(p.meta["label"])
@@ -118,15 +121,17 @@ def save_weights(model: torch.nn.Module, config: WmhTrainConfig, path: str | Pat
 
 
 def train(subjects: Sequence[TrainingSubject], config: WmhTrainConfig, *,
-          first: torch.nn.Module | None = None, on_first=None) -> tuple[torch.nn.Module, dict, torch.nn.Module]:
+          first: torch.nn.Module | None = None, on_first=None,
+          init: dict | None = None) -> tuple[torch.nn.Module, dict, torch.nn.Module]:
     """Train on prepared subjects (two-step when ``config.two_step``).
 
     Returns the final network, a report, and the first-step network;
     ``first`` reuses a first step trained on the same subjects and settings;
-    ``on_first(model)`` is called as soon as the first step exists.
+    ``on_first(model)`` is called as soon as the first step exists; ``init``
+    (a state dict) starts each step from those weights (fine-tuning).
     """
     start = time.perf_counter()
-    model, report, first = train_two_step(list(subjects), config, first=first, on_first=on_first)
+    model, report, first = train_two_step(list(subjects), config, first=first, on_first=on_first, init=init)
     report["train_seconds"] = round(time.perf_counter() - start, 1)
     report["config"] = asdict(config)
     return model, report, first
