@@ -10,7 +10,7 @@ evaluate`` scores both masks against the consensus. The last table measures
 the lesions' T1 contrast (T1 over the template's core white-matter median, as
 ``predict`` scales it) on the patient and on held-out phantoms.
 
-Run: ``python benchmarks/bench_wmh_real.py [--phantoms 3]``
+Run: ``python benchmarks/bench_wmh_real.py [--phantoms 3] [--weights WEIGHTS]``
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ def error_breakdown(t1_path: Path, truth_path: Path, outs: dict[str, Path]) -> N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phantoms", type=int, default=3, help="held-out phantoms (seeds from 900000) for contrast")
+    parser.add_argument("--weights", help="the network's weights (default: the shipped ones)")
     args = parser.parse_args()
     if not PATIENT.is_dir():
         sys.exit(f"{PATIENT} is absent: this benchmark needs ../shared/reference")
@@ -107,7 +108,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for method in ("network", "baseline"):
             out = Path(tmp) / method
-            wall, cpu, _ = _run(["wmh", "predict", str(t1), "--out", str(out), "--method", method, "--quiet"])
+            weights = ["--weights", args.weights] if args.weights and method == "network" else []
+            wall, cpu, _ = _run(["wmh", "predict", str(t1), "--out", str(out), "--method", method, "--quiet", *weights])
             _, _, text = _run(["wmh", "evaluate", "--pred", str(out / "T1_wmh_mask.nii.gz"), "--truth", str(truth)])
             measures = next(csv.DictReader(open(out / "T1_wmh.csv")))
             rows[method] = {"wall": wall, "cpu": cpu, **json.loads(text)["subjects"][0],

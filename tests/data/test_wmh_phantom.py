@@ -164,3 +164,67 @@ def test_lesions_inserted_into_a_real_t1(real_t1, tmp_path):
     np.testing.assert_array_equal(t1.data[truth == 0], original.data[truth == 0])
     assert label.data.any() and np.allclose(label.voxel_size, [0.9, 0.9, 5.0])
     assert not (out / "flair.nii.gz").exists()
+
+
+@pytest.fixture(scope="module")
+def ms_phantom():
+    return make_wmh_subject(3, severity=0.9, snr=200.0, crop=CROP, gross=False, lesions="ms")
+
+
+def _crop(volume):
+    return volume[tuple(slice(a, b) for a, b in CROP)]
+
+
+def test_ms_lesions_each_have_their_own_level_darker_inside(ms_phantom):
+    from scipy import ndimage
+
+    from mrinets.data.templates import load_mni
+
+    p = ms_phantom
+    wm = _crop(load_mni().wm.data)
+    normal = np.median(p.t1[(wm > 0.95) & (p.lesion == 0)])
+    scaled = p.t1 / normal
+    labels, n = ndimage.label(p.truth_mask)
+    assert n >= 5
+    # As on the real patient (docs/wmh.md): lesions from barely to clearly hypointense, one level each.
+    per_lesion = np.asarray(ndimage.median(scaled, labels, np.arange(1, n + 1)))
+    assert per_lesion.max() - per_lesion.min() > 0.15
+    assert 0.6 < np.median(scaled[p.truth_mask]) < 0.95
+    # The cores of large lesions are darker than their edges.
+    core = ndimage.binary_erosion(p.truth_mask, iterations=2)
+    edge = p.truth_mask & ~ndimage.binary_erosion(p.truth_mask)
+    assert core.sum() > 50
+    assert np.median(scaled[core]) < np.median(scaled[edge]) - 0.05
+
+
+def test_ms_lesions_sit_less_on_the_ventricle_wall_than_wmh_bands(ms_phantom):
+    wmh = make_wmh_subject(3, severity=0.9, snr=200.0, crop=CROP, gross=False)
+    distance = _crop(mni_anatomy().ventricle_distance_mm)
+
+    def on_wall(p):
+        return (distance[p.truth_mask] <= 3).mean()
+
+    assert on_wall(ms_phantom) < on_wall(wmh) - 0.1
+    assert (distance[ms_phantom.truth_mask] > 10).mean() > 0.1
+    sites = ms_phantom.meta["lesions"]["sites"]
+    assert sum(sites.values()) == ms_phantom.meta["lesions"]["lesions"] and all(v > 0 for v in sites.values())
+
+
+def test_ms_lesions_are_reproducible_and_the_model_is_checked(ms_phantom):
+    again = make_wmh_subject(3, severity=0.9, snr=200.0, crop=CROP, gross=False, lesions="ms")
+    np.testing.assert_array_equal(again.t1, ms_phantom.t1)
+    np.testing.assert_array_equal(again.flair_label, ms_phantom.flair_label)
+    with pytest.raises(ValueError, match="lesions must be one of"):
+        make_wmh_subject(3, crop=CROP, lesions="small-vessel")
+
+
+def test_ms_lesions_inserted_keep_their_levels(phantom):
+    from mrinets.data.phantoms.wmh import insert_wmh
+
+    inserted = insert_wmh(phantom.t1, phantom.t1_affine, phantom.to_mni, 5, severity=0.9, gross=False, lesions="ms")
+    core = inserted.lesion > 0.99
+    assert core.sum() > 100
+    outside = inserted.lesion == 0
+    np.testing.assert_array_equal(inserted.t1[outside], phantom.t1[outside])
+    assert inserted.t1[core].mean() < phantom.t1[core].mean()
+    assert 0.4 * phantom.t1[core].mean() < inserted.meta["t1_lesion_level"] < phantom.t1[core].max()

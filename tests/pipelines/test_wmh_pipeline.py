@@ -470,6 +470,31 @@ def test_cli_train_on_user_pairs(tmp_path, capsys):
     assert "That run's own first step came from" in (third / "wmh_t1.md").read_text()
 
 
+def test_init_starts_every_step_from_the_given_weights(subject):
+    from mrinets.pipelines.wmh.model import train_network
+
+    config = WmhTrainConfig(**{**TINY, "lr": 1e-9})
+    torch.manual_seed(123)
+    init = wmh.model.build_network(config.channels).state_dict()
+    tuned = train_network([subject], config, init=init).state_dict()
+    fresh = train_network([subject], config).state_dict()
+    weights = [k for k in init if k.endswith("weight")]
+    # A vanishing learning rate leaves the weights where they started: at init's, not at the seed's draw.
+    assert all(torch.allclose(tuned[k], init[k], atol=1e-6) for k in weights)
+    assert not all(torch.allclose(fresh[k], init[k], atol=1e-3) for k in weights)
+
+
+def test_cli_train_refuses_init_weights_that_do_not_fit(tmp_path, tiny_weights, capsys):
+    out = tmp_path / "model"
+    assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--init", str(tiny_weights)]) == 2
+    err = capsys.readouterr().err
+    assert "--init" in err and "channels" in err and not out.exists()
+    with pytest.raises(SystemExit) as exit_:
+        main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--phantom-lesions", "lacunes"])
+    assert exit_.value.code == 2
+    assert "--phantom-lesions" in capsys.readouterr().err and not out.exists()
+
+
 def test_cli_train_refuses_a_file_that_is_not_a_first_step(tmp_path, tiny_weights, capsys):
     out = tmp_path / "model"
     assert main(["wmh", "train", "--phantoms", "1", "--out", str(out), "--first-step", str(tiny_weights)]) == 2

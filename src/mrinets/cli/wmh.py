@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from mrinets.cli.common import (COMMANDS, add_common, finite_float, nonnegative_float, nonnegative_int, positive_float,
                                  positive_int, share_float)
+from mrinets.data.phantoms.wmh import LESION_MODELS
 
 NAME = "wmh"
 log = logging.getLogger(__name__)
@@ -95,6 +97,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--first-step", help="a network from an earlier run on the same subjects and settings, "
                                         "used instead of training the first step: its wmh_t1_step1.pt, or its "
                                         "final wmh_t1.pt for a further step (labels fitted against it)")
+    t.add_argument("--init", metavar="WEIGHTS",
+                   help="start every step from these weights (a wmh_t1.pt of `mrinets wmh train`, e.g. the shipped "
+                        "one) instead of at random: fine-tuning, e.g. on phantoms of another lesion model")
+    t.add_argument("--phantom-lesions", choices=LESION_MODELS, default="wmh",
+                   help="the training phantoms' lesion model: wmh (small-vessel lesions, one T1 level per subject) "
+                        "or ms (as a real MS patient's lesions look on T1; docs/wmh.md)")
     t.add_argument("--channels", type=int, nargs=4, default=[16, 32, 64, 128], metavar="C",
                    help="the U-Net's channels at each of its four levels (default 16 32 64 128)")
     t.add_argument("--epochs", type=positive_int, default=8)
@@ -218,6 +226,7 @@ def _train(args: argparse.Namespace) -> int:
                                 channels=tuple(args.channels),
                                 device=args.device,
                                 quiet=args.quiet)
+    init = _load_init(args.init, config) if args.init else None
     first = None
     if args.first_step:
         if args.one_step:
@@ -229,7 +238,8 @@ def _train(args: argparse.Namespace) -> int:
     pairs = _read_pairs(args.pairs) if args.pairs else []
     subjects = [wmh.pair_subject(t1, label) for t1, label in pairs]
     seeds = range(args.seed_start, args.seed_start + args.phantoms)
-    subjects += wmh.phantom_subjects(seeds, workers=args.workers, quiet=args.quiet)
+    subjects += wmh.phantom_subjects(seeds, workers=args.workers, quiet=args.quiet,
+                                     make=functools.partial(wmh.phantom_subject, lesions=args.phantom_lesions))
     if set(seeds) & set(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + args.test_phantoms)):
         raise ArgumentError("--seed-start", "training seeds overlap the held-out test seeds")
     # The first step is kept as soon as it exists (the ablation benchmark scores it, and a stop loses less).
@@ -240,7 +250,8 @@ def _train(args: argparse.Namespace) -> int:
         wmh.save_weights(first_model, config, out / "wmh_t1_step1.pt", first_card)
 
     model, report, _ = wmh.train(subjects, config, first=None if first is None else first.network,
-                                 on_first=save_first if config.two_step else None)
+                                 on_first=save_first if config.two_step else None,
+                                 init=None if init is None else init.network.state_dict())
     card = {"command": command, "first_step_command": first_card["command"].removeprefix("first step of: "),
             "earlier_first_step_commands": earlier_first_steps(first_card),
             "train_seconds": report["train_seconds"], "config": report["config"], "subjects": _subjects(args),
@@ -249,6 +260,11 @@ def _train(args: argparse.Namespace) -> int:
             "mask_thresholds": report.get("mask_thresholds", {})}
     if args.grow_min_prob is not None:
         card["grow_min_prob"] = args.grow_min_prob
+    if args.phantom_lesions != "wmh":
+        card["phantom_lesions"] = args.phantom_lesions
+    if init is not None:
+        card["init"] = {"weights": args.init, "command": init.card.get("command", ""),
+                        "first_step_command": init.card.get("first_step_command", "")}
     if args.test_phantoms:
         test_seeds = list(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + args.test_phantoms))
         scores = wmh.evaluate_phantoms({"network": wmh.WmhModel(model, config.patch_size, card)}, test_seeds,
@@ -299,7 +315,30 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--channels", *map(str, args.channels)]
     if args.first_step:
         argv += ["--first-step", args.first_step]
+    if args.phantom_lesions != "wmh":
+        argv += ["--phantom-lesions", args.phantom_lesions]
+    if args.init:
+        argv += ["--init", args.init]
     return argv
+
+
+def _load_init(path: str, config):
+    """The network ``--init`` names, checked to fit this run's channels and patch size."""
+    from mrinets.errors import ArgumentError
+    from mrinets.pipelines import wmh
+    from mrinets.pipelines.wmh.network import build_network
+
+    try:
+        model = wmh.load_model(path)
+    except ArgumentError as exc:
+        raise ArgumentError("--init", exc.problem) from None
+    try:
+        build_network(config.channels).load_state_dict(model.network.state_dict())
+    except RuntimeError:
+        raise ArgumentError("--init", f"{path} has other channels than this run (--channels)") from None
+    if tuple(model.patch_size) != config.patch_size:
+        raise ArgumentError("--init", f"{path} was trained on other patches ({model.patch_size})")
+    return model
 
 
 def _load_first_step(path: str, config, args: argparse.Namespace):

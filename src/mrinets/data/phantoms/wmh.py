@@ -27,9 +27,15 @@ from mrinets.io import OutputStage, write_json
 from mrinets.io.nifti import from_array, save
 from mrinets.physics.sampling import affine_resample, thick_slices
 
-__all__ = ["WmhPhantom", "make_wmh_subject", "insert_wmh", "GROSS_LABEL_RATE"]
+__all__ = ["WmhPhantom", "make_wmh_subject", "insert_wmh", "GROSS_LABEL_RATE", "LESION_MODELS"]
 
 GROSS_LABEL_RATE = 0.15
+# "wmh": small-vessel lesions, a hypointense level per subject; "ms": lesions as the real MS patient's
+# consensus shows them on T1 (docs/wmh.md, "Real lesions beside the phantom's").
+LESION_MODELS = ("wmh", "ms")
+# The "ms" model's sites (template masks in _ms_lesions) and the share of lesions drawn at each.
+_MS_SITES = ("horn cap", "periventricular", "deep", "juxtacortical")
+_MS_SHARES = (0.25, 0.35, 0.32, 0.08)
 _FLAIR_LEVELS = (0.55, 0.75, 0.06)
 
 
@@ -108,6 +114,72 @@ def _lesions(anatomy, wm: np.ndarray, severity: float, rng: np.random.Generator)
         deep[box] = np.maximum(deep[box], blob)
     lesion = np.maximum(pv, deep) * (wm > 0.3)
     return lesion.astype(np.float32), {"severity": severity, "pv_band_mm": band, "deep_blobs": n_blobs}
+
+
+def _draw_lesions(model: str, anatomy, wm: np.ndarray, severity: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Lesion fraction, T1 level map over white matter (None: one level per subject) and meta of ``model``."""
+    if model == "ms":
+        return _ms_lesions(anatomy, wm, severity, rng)
+    lesion, meta = _lesions(anatomy, wm, severity, rng)
+    return lesion, None, meta
+
+
+def _ms_lesions(anatomy, wm: np.ndarray, severity: float,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+    """MS-like lesion fraction and T1 level (over white matter) on the template grid, and what was drawn.
+
+    Ovoid lesions, elongated across the ventricle wall (Dawson's fingers) near the ventricles, at four sites:
+    caps at the frontal and occipital horns, elsewhere within 10 mm of the ventricles, deep white matter, and
+    1-4 mm below the cortex. Each lesion has its own T1 level over white matter, mild at the edge, darker
+    with depth inside it (large lesions have dark cores, small ones are barely hypointense).
+    """
+    shape = wm.shape
+    vent_d, cortex_d = anatomy.ventricle_distance_mm, anatomy.cortex_distance_mm
+    ys = np.flatnonzero(anatomy.ventricles.any(axis=(0, 2)))
+    third = (ys.max() - ys.min()) / 3.0
+    y = np.arange(shape[1])[None, :, None]
+    horn = (y < ys.min() + third) | (y > ys.max() - third)
+    sites = [(wm > 0.5) & (vent_d >= 1) & (vent_d <= 5) & horn, (wm > 0.7) & (vent_d > 2) & (vent_d <= 10),
+             (wm > 0.9) & (vent_d > 10) & (cortex_d > 4), (wm > 0.5) & (cortex_d > 1) & (cortex_d <= 4)]
+    n = int(rng.poisson(5 + 30 * severity))
+    kinds = rng.choice(len(_MS_SITES), n, p=_MS_SHARES)
+    radii = np.exp(rng.uniform(np.log(1.5), np.log(3.0 + 6.0 * severity), n))
+    levels = rng.uniform(0.62, 0.97, n)
+    grad = np.stack(np.gradient(vent_d), -1)
+    lesion = np.zeros(shape, np.float32)
+    level = np.ones(shape, np.float32)
+    for kind, radius, edge_level in zip(kinds, radii, levels):
+        where = np.argwhere(sites[kind])
+        centre = where[rng.integers(0, len(where))]
+        if kind == 0:
+            radius *= 1.3
+        # Axis along the ventricle-distance gradient: long (fingers) near the ventricles, short (caps) at horns.
+        axis = grad[tuple(centre)]
+        axis = axis / np.linalg.norm(axis) if np.linalg.norm(axis) > 0 and kind < 2 else rng.normal(size=3)
+        axis /= np.linalg.norm(axis)
+        along = radius * (rng.uniform(0.5, 0.8) if kind == 0 else rng.uniform(1.0, 1.8) if kind == 1 else 1.0)
+        across = radius * rng.uniform(0.8, 1.2)
+        half = int(np.ceil(max(along, across))) + 3
+        lo, hi = np.maximum(centre - half, 0), np.minimum(centre + half + 1, shape)
+        grids = np.stack(np.meshgrid(*[np.arange(a, b) - c for a, b, c in zip(lo, hi, centre)], indexing="ij"), -1)
+        t = grids @ axis
+        perp = np.linalg.norm(grids - t[..., None] * axis, axis=-1)
+        r = np.sqrt((t / along) ** 2 + (perp / across) ** 2)
+        # An irregular edge: the radius wobbles by up to a quarter, smoothly.
+        r = r * (1.0 + 0.25 * _smooth_noise(r.shape, rng, 3.0))
+        blob = np.clip((1.0 - r) * radius + 0.5, 0.0, 1.0)
+        depth = np.clip((1.0 - r) * radius, 0.0, None)
+        blob_level = np.clip(edge_level - 0.1 * np.clip(depth - 1.0, 0.0, 3.0), 0.4, 1.0)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        # Where lesions overlap the darker one shows.
+        level[box] = np.where(blob > 0, np.minimum(level[box], blob_level), level[box])
+        lesion[box] = np.maximum(lesion[box], blob)
+    lesion *= wm > 0.3
+    meta = {"model": "ms", "severity": severity, "lesions": n,
+            "sites": {name: int((kinds == i).sum()) for i, name in enumerate(_MS_SITES)},
+            "edge_levels": [round(float(v), 3) for v in levels]}
+    return lesion.astype(np.float32), level, meta
 
 
 def _flair_grid(affine: np.ndarray, shape: Sequence[int], in_plane: float, thickness: float,
@@ -191,6 +263,7 @@ def make_wmh_subject(
     pose: bool = False,
     deform_mm: float = 2.5,
     crop: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None,
+    lesions: str = "wmh",
 ) -> WmhPhantom:
     """Draw one subject with white-matter lesions, a 1 mm T1 and a labelled thick-slice FLAIR.
 
@@ -214,9 +287,19 @@ def make_wmh_subject(
         Peak smooth deformation of the anatomy.
     crop : ((x0, x1), (y0, y1), (z0, z1)), optional
         Box in MNI voxels built instead of the whole template (fast tests).
+    lesions : {"wmh", "ms"}
+        The lesion model (``LESION_MODELS``): "wmh" draws periventricular
+        bands and deep blobs at one T1 level per subject (0.45-0.7 of white
+        matter); "ms" draws lesions as a real MS patient's look on T1 (one
+        level per lesion, 0.62-0.97 at the edge and darker inside; caps at
+        the horns, across the ventricle wall, deep and juxtacortical). The
+        same seed gives the same anatomy, noise and label flaws under both.
     """
     from mrinets.data.atlas import mni_anatomy
     from mrinets.data.templates import MNI_SHAPE, load_mni
+
+    if lesions not in LESION_MODELS:
+        raise ValueError(f"lesions must be one of {LESION_MODELS}, got {lesions!r}")
 
     rng = np.random.default_rng([seed, 4])
     severity = float(rng.uniform(0.2, 1.0)) if severity is None else float(severity)
@@ -233,12 +316,14 @@ def make_wmh_subject(
     if crop is not None:
         affine[:3, 3] += affine[:3, :3] @ np.array([b.start or 0 for b in box])
 
-    lesion_mni, lesion_meta = _lesions(anatomy, mni.wm.data, severity, rng)
+    lesion_mni, level_mni, lesion_meta = _draw_lesions(lesions, anatomy, mni.wm.data, severity, rng)
     shape = mni.t1.data[box].shape
     coords, warp_meta = random_warp(shape, affine, rng, rotation_deg=2.0, scaling=0.02, translation_mm=1.5,
                                     deform_mm=deform_mm)
     maps = {"wm": mni.wm.data[box], "gm": mni.gm.data[box], "csf": mni.csf.data[box], "lesion": lesion_mni[box],
             "t1": mni.t1.data[box] / float(mni.t1.data.max())}
+    if level_mni is not None:
+        maps["level"] = level_mni[box]
     warped = {k: ndimage.map_coordinates(v, coords, order=1, mode="constant") for k, v in maps.items()}
     lesion = np.minimum(warped["lesion"], warped["wm"])
     wm = warped["wm"] - lesion
@@ -251,6 +336,8 @@ def make_wmh_subject(
 
     t1_levels = np.asarray(CONTRASTS["t1w"]) * rng.uniform(0.9, 1.1, 3)
     t1_lesion = float(t1_levels[0] * rng.uniform(0.45, 0.7))
+    if "level" in warped:
+        t1_lesion = t1_levels[0] * warped["level"]
     bias, _ = _bias_field(shape, rng, 0.3)
     t1 = rician(image(t1_levels, t1_lesion) * bias, t1_levels[0] / snr, rng)
 
@@ -272,7 +359,9 @@ def make_wmh_subject(
         t1_affine, flair_affine, to_mni = head @ affine, head @ nominal, np.linalg.inv(head)
     meta = {
         "seed": seed, "snr": snr, "lesions": lesion_meta, "label": label_meta, "warp": warp_meta,
-        "t1_levels_wm_gm_csf": t1_levels.tolist(), "t1_lesion_level": t1_lesion,
+        "t1_levels_wm_gm_csf": t1_levels.tolist(),
+        "t1_lesion_level": float(np.median(t1_lesion[lesion >= 0.5])) if np.ndim(t1_lesion) and (lesion >= 0.5).any()
+        else float(np.mean(t1_lesion)),
         "flair_voxel_mm": [in_plane, in_plane, thickness], "flair_misregistration": error.tolist(),
         "lesion_volume_ml": float(lesion.sum()) / 1000.0,
         "crop_mni_voxels": None if crop is None else [list(c) for c in crop],
@@ -282,7 +371,8 @@ def make_wmh_subject(
 
 
 def insert_wmh(t1: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, seed: int, *, severity: float | None = None,
-               flair_voxel: tuple[float, float] = (0.9, 5.0), gross: bool | None = None) -> WmhPhantom:
+               flair_voxel: tuple[float, float] = (0.9, 5.0), gross: bool | None = None,
+               lesions: str = "wmh") -> WmhPhantom:
     """Lesions drawn in MNI space, carried onto a user's real T1 through its registration and darkened in place.
 
     ``to_mni`` maps the T1's world to MNI world (e.g. from
@@ -293,7 +383,7 @@ def insert_wmh(t1: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, seed: int
     smoothing leaves out (noise, fine texture) stays. The label is acquired
     as for :func:`make_wmh_subject` on an axial thick-slice grid over the
     T1's field of view (no FLAIR image is simulated: its contrast cannot be
-    made from a T1).
+    made from a T1). ``lesions`` is the lesion model, as for :func:`make_wmh_subject`.
     """
     from mrinets.data.atlas import mni_anatomy
     from mrinets.data.templates import load_mni
@@ -304,8 +394,10 @@ def insert_wmh(t1: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, seed: int
     if not 0 <= severity <= 1:
         raise ValueError(f"severity must be in [0, 1], got {severity}")
     _check_flair_voxel(flair_voxel, np.asarray(t1.shape[:3]) * np.linalg.norm(affine[:3, :3], axis=0))
+    if lesions not in LESION_MODELS:
+        raise ValueError(f"lesions must be one of {LESION_MODELS}, got {lesions!r}")
     mni, anatomy = load_mni(), mni_anatomy()
-    lesion_mni, lesion_meta = _lesions(anatomy, mni.wm.data, severity, rng)
+    lesion_mni, level_mni, lesion_meta = _draw_lesions(lesions, anatomy, mni.wm.data, severity, rng)
     in_mni = to_mni @ affine
     lesion = affine_resample(lesion_mni, mni.affine, in_mni, t1.shape, order=1)
     core = affine_resample(mni.wm.data, mni.affine, in_mni, t1.shape, order=1) > 0.95
@@ -315,6 +407,8 @@ def insert_wmh(t1: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, seed: int
     signal = ndimage.gaussian_filter(t1.astype(np.float32), 1.0)
     lesion = (lesion * (signal > 0.85 * wm_level)).astype(np.float32)
     level = wm_level * float(rng.uniform(0.45, 0.7))
+    if level_mni is not None:
+        level = wm_level * affine_resample(level_mni, mni.affine, in_mni, t1.shape, order=1, cval=1.0)
     # Darken the local signal, not the voxel: a lesion keeps the scan's noise, texture and bias field, where a flat
     # level would leave its core noise-free, a cue no real lesion gives.
     out = (t1 - lesion * (1.0 - level / wm_level) * signal).astype(np.float32)
@@ -330,7 +424,8 @@ def insert_wmh(t1: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, seed: int
     fraction = _acquire_thick(lesion, affine, nominal, n_flair, thickness, error)
     label, label_meta = _imperfect_label(fraction, (in_plane, in_plane, thickness), gross, rng)
     meta = {"seed": seed, "source": "real T1 with inserted lesions", "lesions": lesion_meta, "label": label_meta,
-            "t1_lesion_level": level, "flair_voxel_mm": [in_plane, in_plane, thickness],
+            "t1_lesion_level": float(np.median(level[lesion >= 0.5])) if np.ndim(level) and (lesion >= 0.5).any()
+            else float(np.mean(level)), "flair_voxel_mm": [in_plane, in_plane, thickness],
             "flair_misregistration": error.tolist(), "lesion_volume_ml": float(lesion.sum()) *
             abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0}
     return WmhPhantom(t1=out, lesion=lesion, t1_affine=affine, flair=None, flair_label=label, flair_affine=nominal,

@@ -62,11 +62,14 @@ def predict_and_save(t1_path: str | Path, outdir: str | Path, *, config: WmhConf
     return predict(t1, config, model=model).save(outdir, qc=qc, names=names)
 
 
-def phantom_subject(seed: int) -> TrainingSubject:
-    """A training subject from the WMH phantom of ``seed`` (its known MNI map stands for registration)."""
+def phantom_subject(seed: int, lesions: str = "wmh") -> TrainingSubject:
+    """A training subject from the WMH phantom of ``seed`` (its known MNI map stands for registration).
+
+    ``lesions`` is the phantom's lesion model (:data:`mrinets.data.phantoms.wmh.LESION_MODELS`).
+    """
     from mrinets.data.phantoms.wmh import make_wmh_subject
 
-    p = make_wmh_subject(seed, crop=TRAIN_CROP)
+    p = make_wmh_subject(seed, crop=TRAIN_CROP, lesions=lesions)
     subject = prepare_subject(f"phantom-{seed}", p.t1, p.t1_affine, p.flair_label, p.flair_affine, p.to_mni,
                               truth=p.lesion)
     subject.meta = dict(p.meta["label"])
@@ -118,15 +121,17 @@ def save_weights(model: torch.nn.Module, config: WmhTrainConfig, path: str | Pat
 
 
 def train(subjects: Sequence[TrainingSubject], config: WmhTrainConfig, *,
-          first: torch.nn.Module | None = None, on_first=None) -> tuple[torch.nn.Module, dict, torch.nn.Module]:
+          first: torch.nn.Module | None = None, on_first=None,
+          init: dict | None = None) -> tuple[torch.nn.Module, dict, torch.nn.Module]:
     """Train on prepared subjects (two-step when ``config.two_step``).
 
     Returns the final network, a report, and the first-step network;
     ``first`` reuses a first step trained on the same subjects and settings;
-    ``on_first(model)`` is called as soon as the first step exists.
+    ``on_first(model)`` is called as soon as the first step exists; ``init``
+    (a state dict) starts each step from those weights (fine-tuning).
     """
     start = time.perf_counter()
-    model, report, first = train_two_step(list(subjects), config, first=first, on_first=on_first)
+    model, report, first = train_two_step(list(subjects), config, first=first, on_first=on_first, init=init)
     report["train_seconds"] = round(time.perf_counter() - start, 1)
     report["config"] = asdict(config)
     return model, report, first
@@ -147,7 +152,7 @@ def score_masks(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict:
 
 def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, baseline_k: float | None = 3.0,
                       register: bool = True, device: str = "auto", flip: bool = True,
-                      pv_trim: bool = True, grow: bool | None = None) -> dict:
+                      pv_trim: bool = True, grow: bool | None = None, lesions: str = "wmh") -> dict:
     """Score networks (and the baseline) on posed, held-out phantoms at 1 mm against the truth.
 
     Each phantom sits in a random scanner pose; with ``register`` the pipeline
@@ -156,7 +161,8 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
     pass, ``pv_trim`` its partial-volume trim of the mask and ``grow`` its
     growth of that mask (None: as ``predict``, whenever trimmed; each network
     grows with the floor on its card); the result records them and the
-    sliding windows' overlap.
+    sliding windows' overlap. ``lesions`` is the phantoms' lesion model
+    (:data:`mrinets.data.phantoms.wmh.LESION_MODELS`).
     """
     from mrinets.data.phantoms.wmh import make_wmh_subject
     from mrinets.preprocess.register import register_to_mni
@@ -165,7 +171,7 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
     methods = list(models) + (["baseline"] if baseline_k is not None else [])
     per_subject: dict[str, list[dict]] = {m: [] for m in methods}
     for seed in seeds:
-        phantom = make_wmh_subject(seed, pose=True)
+        phantom = make_wmh_subject(seed, pose=True, lesions=lesions)
         t1 = from_array(phantom.t1, phantom.t1_affine)
         to_mni = register_to_mni(t1).matrix if register else phantom.to_mni
         truth = phantom.truth_mask
@@ -188,7 +194,7 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
             **{f"volume_{k}": v for k, v in volume_agreement([r["pred_ml"] for r in rows],
                                                              [r["true_ml"] for r in rows]).items()},
         }
-    return {"seeds": list(seeds), "mirror_pass": flip, "window_overlap": list(PREDICT_OVERLAP),
+    return {"seeds": list(seeds), "lesions": lesions, "mirror_pass": flip, "window_overlap": list(PREDICT_OVERLAP),
             "pv_trim": pv_trim, "grow": grow, "summary": summary, "subjects": per_subject}
 
 

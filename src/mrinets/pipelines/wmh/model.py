@@ -235,10 +235,12 @@ def _loss_fn(config: WmhTrainConfig):
 
 
 def train_network(subjects: list[TrainingSubject], config: WmhTrainConfig, *, samples_per_subject: int | None = None,
-                  seed_offset: int = 0) -> UNet3D:
-    """One training run on ``subjects`` (those with weight 0 are left out)."""
+                  seed_offset: int = 0, init: dict | None = None) -> UNet3D:
+    """One training run on ``subjects`` (those with weight 0 are left out), from ``init`` (a state dict) if given."""
     torch.manual_seed(config.seed + seed_offset)
     model = build_network(config.channels)
+    if init is not None:
+        model.load_state_dict(init)
     per_subject = samples_per_subject or config.samples_per_subject
     kwargs = dict(samples_per_subject=per_subject, seed=config.seed + seed_offset)
     if config.loss == "naive":
@@ -293,7 +295,7 @@ def _with_mask_thresholds(subjects: list[TrainingSubject],
 
 
 def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, first: UNet3D | None = None,
-                   on_first=None) -> tuple[UNet3D, dict, UNet3D]:
+                   on_first=None, init: dict | None = None) -> tuple[UNet3D, dict, UNet3D]:
     """Train; with ``config.two_step``, check every label against the first model and retrain.
 
     With ``config.recalibrate`` each label first gets its residual pose and
@@ -312,7 +314,8 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
     erasing thin lesions that lie along the slices (the roofs and floors of
     the ventricles). A sharp one alone marks faint spots firmly
     (docs/wmh-history.md), so the default keeps the first step's. ``first`` reuses an already trained first step; ``on_first(model)``
-    is called once it exists (to save it).
+    is called once it exists (to save it). ``init`` (a state dict) starts
+    every step from those weights instead of at random (fine-tuning).
 
     Returns the final network, a report (agreements, fits, dropped labels) and
     the first-step network (the final one too without ``config.two_step``).
@@ -332,7 +335,7 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
     labels are shifted to centre on ``config.sr_threshold``
     (:func:`centre_thresholds`).
     """
-    first = first if first is not None else train_network(subjects, config)
+    first = first if first is not None else train_network(subjects, config, init=init)
     if on_first is not None:
         on_first(first)
     report: dict = {"config": asdict(config), "subjects": [s.name for s in subjects]}
@@ -376,5 +379,5 @@ def train_two_step(subjects: list[TrainingSubject], config: WmhTrainConfig, *, f
             log.info("two-step: dense labels' Dice with the truth, median %.3f", np.median(list(dense_dice.values())))
     per_subject = int(np.ceil(config.samples_per_subject * len(subjects) / max(n_kept, 1)))
     second_config = replace(config, temperature=config.second_temperature or config.temperature)
-    second = train_network(kept, second_config, samples_per_subject=per_subject, seed_offset=1)
+    second = train_network(kept, second_config, samples_per_subject=per_subject, seed_offset=1, init=init)
     return second, report, first
