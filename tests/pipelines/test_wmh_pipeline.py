@@ -854,6 +854,32 @@ def test_model_card_says_whether_the_mask_was_trimmed():
     assert "(x, y, z), without the partial-volume trim" in _model_card(card)
 
 
+def test_model_card_names_every_network_a_fine_tuned_one_started_from():
+    from mrinets.pipelines.wmh.card import model_card_text as _model_card
+    from mrinets.pipelines.wmh.card import with_held_out
+
+    base = {"command": "mrinets wmh train --out a --phantoms 2 --first-step s1.pt", "first_step_command":
+            "mrinets wmh train --out s1 --phantoms 2 --one-step", "train_seconds": 1.0, "config": {"loss": "sr"},
+            "n_subjects": 2, "dropped_by_two_step": []}
+    tuned = {**base, "command": "mrinets wmh train --out b --one-step --init a.pt", "first_step_command": "",
+             "init": {"weights": "a.pt", "command": base["command"], "first_step_command": base["first_step_command"],
+                      "init": None}}
+    again = {**tuned, "command": "mrinets wmh train --out c --one-step --init b.pt",
+             "init": {"weights": "b.pt", "command": tuned["command"], "first_step_command": tuned["command"],
+                      "init": tuned["init"]}}
+    text = _model_card(again)
+    # Every command of the chain, newest first, each once; the root's first step too.
+    order = [text.index(c) for c in (again["command"], tuned["command"], base["command"], base["first_step_command"])]
+    assert order == sorted(order) and text.count(tuned["command"]) == 1
+    assert "the `ms` lesion model" in _model_card({**again, "phantom_lesions": "ms"}) and "ms` lesion" not in text
+    scores = {"seeds": [900000, 900001], "mirror_pass": True, "window_overlap": [0.25, 0.25, 0.75], "pv_trim": True,
+              "grow": True, "summary": {"mine": {"dice_mean": 0.5, "dice_sd": 0.1, "lesion_tpr_mean": 0.4,
+                                                 "lesion_fpr_mean": 0.2, "volume_pearson_r": 0.9,
+                                                 "volume_bias_ml": -1.0}}}
+    scored = _model_card(with_held_out(again, scores))
+    assert "Seeds 900000..900001" in scored and "| network | 0.500 ± 0.100 | 0.40 | 0.20 | 0.900 | -1.00 |" in scored
+
+
 @pytest.mark.slow
 def test_evaluate_phantoms_records_mirror_pass_and_trim(tiny_weights):
     model = wmh.load_model(tiny_weights)

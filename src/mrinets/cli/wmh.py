@@ -264,7 +264,7 @@ def _train(args: argparse.Namespace) -> int:
         card["phantom_lesions"] = args.phantom_lesions
     if init is not None:
         card["init"] = {"weights": args.init, "command": init.card.get("command", ""),
-                        "first_step_command": init.card.get("first_step_command", "")}
+                        "first_step_command": init.card.get("first_step_command", ""), "init": init.card.get("init")}
     if args.test_phantoms:
         test_seeds = list(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + args.test_phantoms))
         scores = wmh.evaluate_phantoms({"network": wmh.WmhModel(model, config.patch_size, card)}, test_seeds,

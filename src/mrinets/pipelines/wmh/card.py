@@ -8,7 +8,7 @@ import numpy as np
 
 from mrinets.pipelines.wmh.segment import card_grow_min_prob
 
-__all__ = ["CARD_BASELINE_K", "model_card_text", "earlier_first_steps"]
+__all__ = ["CARD_BASELINE_K", "model_card_text", "earlier_first_steps", "with_held_out"]
 
 # The classic baseline's k on a card's held-out table (untuned; the tuned one is benchmarked in docs/wmh.md).
 CARD_BASELINE_K = 3.0
@@ -21,13 +21,14 @@ def model_card_text(card: dict) -> str:
              "MNI-aligned box of 184 x 202 x 72 voxels at 1 x 1 x 1.5 mm, trained from thick-slice FLAIR labels.",
              "", "## Command that produced these weights", "", "```", card["command"], "```", "",
              *_first_step_lines(card),
+             *_init_lines(card.get("init")),
              f"Training subjects: {card['n_subjects']}; training time {card['train_seconds']} s on this machine.",
              f"Labels dropped by the two-step procedure: {', '.join(card['dropped_by_two_step']) or 'none'}.",
              *_recalibration_lines(card.get("label_recalibration", {}), card.get("mask_thresholds", {})),
              *_dense_lines(card["config"].get("dense_weight", 0.0)), "",
              "## Data", "",
              "`mrinets phantom wmh` subjects (seeds from --seed-start): the MNI152 2009a tissue maps under a smooth",
-             "random deformation, periventricular caps/bands and deep lesions (T1-hypointense, partial volume),",
+             *(_MS_LESION_LINES if card.get("phantom_lesions") == "ms" else _WMH_LESION_LINES),
              "T1 SNR 15-40 with a bias field; labels drawn on a 0.9 x 0.9 x 5 mm FLAIR (Gaussian slice profile,",
              "residual misregistration up to 1.5 mm / 1.5 degrees) with a per-subject threshold, small lesions",
              "missed, in-plane dilation or erosion, and about 15 % grossly wrong labels. The network never sees",
@@ -61,6 +62,35 @@ def model_card_text(card: dict) -> str:
               "Trained on synthetic subjects only (MNI152 anatomy under smooth deformations with drawn lesions);",
               "real scans differ in contrast, lesion shape and artefacts. Check the QC pictures.", ""]
     return "\n".join(lines)
+
+
+_WMH_LESION_LINES = ["random deformation, periventricular caps/bands and deep lesions (T1-hypointense, partial volume),"]
+_MS_LESION_LINES = ["random deformation, with the `ms` lesion model (--phantom-lesions ms): ovoid lesions at the horns,",
+                    "across the ventricle wall, deep and juxtacortical, each at its own T1 level (0.62-0.97 of white",
+                    "matter at the edge, darker inside; docs/wmh.md has how it was measured on a real MS patient),"]
+
+
+def _init_lines(init: dict | None) -> list[str]:
+    """The chain of networks a fine-tuned one started from (--init), each with its command."""
+    lines = []
+    while init:
+        lines += [f"It started from the weights {init['weights']} (--init), which came from:", "", "```",
+                  init["command"], "```", ""]
+        first = init.get("first_step_command", "")
+        if first and first != init["command"]:
+            lines += ["whose first step came from:", "", "```", first, "```", ""]
+        init = init.get("init")
+    return lines
+
+
+def with_held_out(card: dict, scores: dict) -> dict:
+    """``card`` with the held-out scores of :func:`mrinets.pipelines.wmh.evaluate_phantoms` (one network)."""
+    (name, summary), = [(k, v) for k, v in scores["summary"].items() if k != "baseline"]
+    return {**card, "held_out": {"network": summary, **({"baseline": scores["summary"]["baseline"]}
+                                                          if "baseline" in scores["summary"] else {})},
+            "held_out_seeds": list(scores["seeds"]), "held_out_mirror_pass": scores["mirror_pass"],
+            "held_out_window_overlap": scores["window_overlap"], "held_out_pv_trim": scores["pv_trim"],
+            "held_out_grow": scores["grow"]}
 
 
 def _subject_lines(card: dict) -> list[str]:
@@ -108,3 +138,35 @@ def _recalibration_lines(fits: dict, on_mask: dict) -> list[str]:
         lines.append(f"Rater thresholds of the {len(values)} kept labels fitted again on the first step's mask "
                      f"(--mask-thresholds): {min(values):.2f} to {max(values):.2f}, median {np.median(values):.2f}.")
     return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mrinets.pipelines.wmh.card WEIGHTS [--held-out SCORES.json]``: write WEIGHTS' card (.md) again.
+
+    With ``--held-out`` (the JSON of :func:`mrinets.pipelines.wmh.evaluate_phantoms` for this one network) the
+    scores go into the card stored in the weights file too; the state dict is left as it is.
+    """
+    import argparse
+    from pathlib import Path
+
+    import torch
+
+    from mrinets.io import write_text
+    from mrinets.io.output import atomic_path
+    from mrinets.training.engine import load_checkpoint
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("weights")
+    parser.add_argument("--held-out", help="evaluate_phantoms JSON of this network")
+    args = parser.parse_args(argv)
+    path = Path(args.weights)
+    state = load_checkpoint(path)
+    if args.held_out:
+        state["card"] = with_held_out(state["card"], json.loads(Path(args.held_out).read_text()))
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    write_text(path.with_suffix(".md"), model_card_text(state["card"]))
+
+
+if __name__ == "__main__":
+    main()
