@@ -137,15 +137,15 @@ def main() -> None:
             if sel:
                 print(f"| {name} | " + " | ".join(f"{np.mean([r[k] for r in sel]):.3f}" for k in keys) + " |")
     if not args.skip_speed:
-        # On a shared machine the wall time depends on the others' load; CPU seconds over the threads used is
-        # the wall time the same work takes on otherwise idle cores.
+        # On a shared machine the wall time depends on the others' load. This process's CPU seconds (all threads)
+        # bound the wall time on idle cores: between CPU / threads (perfect parallelism) and CPU (none).
         load = os.getloadavg()[0]
         print(f"\n| whole-volume PedQ-NET inference, 256x256x80, {args.threads} threads (load {load:.1f} on "
-              f"{os.cpu_count()} cores) | wall s | CPU s / {args.threads} threads | limit s |")
+              f"{os.cpu_count()} cores) | wall s | CPU s, all threads | limit s |")
         print("|---|---|---|---|")
         for label, segment in (("chi only (--no-nuclei)", False), ("chi + nuclei", True)):
             wall, cpu = speed(threads=args.threads, weights=args.weights, segment=segment)
-            print(f"| {label} | {wall:.1f} | {cpu / args.threads:.1f} | 60 |", flush=True)
+            print(f"| {label} | {wall:.1f} | {cpu:.1f} | 60 |", flush=True)
 
 
 if __name__ == "__main__":
