@@ -29,7 +29,7 @@ def shipped():
 
 
 def test_shipped_weights_load_with_weights_only_and_are_small(shipped):
-    assert pq.DEFAULT_WEIGHTS.stat().st_size < 10e6
+    assert pq.DEFAULT_WEIGHTS.stat().st_size < 4e6
     assert shipped.seg is not None and shipped.patch % 16 == 0
     card = pq.DEFAULT_WEIGHTS.with_suffix(".md").read_text()
     assert "mrinets qsm train " in card and shipped.card["command"] in card
