@@ -62,3 +62,22 @@ def test_funnel_counts_each_stage():
     f = detection_funnel(found, truth, "swi", threshold=0.5)
     assert (f["cmb"], f["step1"], f["rule:not_spherical"], f["step3"], f["step2"], f["final"]) == (3, 2, 1, 1, 2, 1)
     assert (f["fp_step1"], f["fp_final"]) == (1, 1)
+
+
+def test_funnel_holds_plain_ints(tmp_path):
+    """The funnel goes onto the model card inside the weights file, read with ``weights_only=True``."""
+    import torch
+
+    truth = np.zeros(SHAPE, np.int16)
+    truth[5, 5, 5] = 1
+    cand = np.zeros(SHAPE, np.int32)
+    cand[5, 5, 5], cand[20, 20, 20] = 1, 2
+    ok = {"volume_mm3": 30.0, "sphericity": 1.0, "vessel_length_mm": 0.0, "vessel_elongation": 1.0,
+          "edge_mm": 10.0, "raw_contrast": 1.0}
+    found = Detection(prob=np.zeros(SHAPE, np.float32), candidates=cand, n_candidates=2,
+                      student_prob=np.array([0.9, 0.9], np.float32), features=[ok, ok], reasons=[None, None],
+                      kept=np.array([True, True]))
+    f = detection_funnel(found, truth, "swi", threshold=0.5)
+    assert all(type(v) is int for v in f.values()), f
+    torch.save({"card": {"funnel": f}}, tmp_path / "w.pt")
+    assert torch.load(tmp_path / "w.pt", weights_only=True)["card"]["funnel"] == f

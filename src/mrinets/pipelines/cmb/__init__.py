@@ -136,7 +136,7 @@ def detection_funnel(found, truth: np.ndarray, contrast: str, threshold: float,
     n = found.n_candidates
     failures = [rule_failures(f, contrast, rules) if f else [] for f in found.features]
     hits = [np.unique(truth[(found.candidates == i) & (truth > 0)]) for i in range(1, n + 1)]
-    student_ok = [p >= threshold for p in found.student_prob]
+    student_ok = [bool(p >= threshold) for p in found.student_prob]
 
     def survivors(ok) -> int:
         return len(set().union(*[set(h.tolist()) for h, k in zip(hits, ok) if k])) if n else 0
@@ -147,8 +147,8 @@ def detection_funnel(found, truth: np.ndarray, contrast: str, threshold: float,
     out["step3"] = survivors([not f for f in failures])
     out["step2"] = survivors(student_ok)
     out["final"] = survivors([k and r is None for k, r in zip(student_ok, found.reasons)])
-    out["fp_step1"] = sum(h.size == 0 for h in hits)
-    out["fp_final"] = sum(h.size == 0 and k and r is None for h, k, r in zip(hits, student_ok, found.reasons))
+    out["fp_step1"] = int(sum(h.size == 0 for h in hits))
+    out["fp_final"] = int(sum(h.size == 0 and k and r is None for h, k, r in zip(hits, student_ok, found.reasons)))
     return out
 
 
