@@ -96,7 +96,7 @@ def field_error(est: np.ndarray, truth: np.ndarray, region: np.ndarray) -> float
     return float(100 * np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def run_variant(name: str, kw: dict, seed: int, eval_erode: float, tv: bool) -> dict:
+def run_variant(name: str, kw: dict, seed: int, eval_erode: float, tv: bool, harmonic: int | None = None) -> dict:
     tic = time.perf_counter()
     if "own_head" in kw:
         phantom = make_qsm_head(kw["own_head"], voxel_size=kw["voxel_size"][0], b0_dir=kw["b0_dir"], snr=100.0)
@@ -141,9 +141,12 @@ def run_variant(name: str, kw: dict, seed: int, eval_erode: float, tv: bool) -> 
 
         row["true-local"] = score(tkd(local_true, brain, voxel_size=voxel, b0_dir=b_true))
         config = QsmConfig(echo_times=phantom.echo_times, b0=phantom.b0, b0_dir=phantom.b0_dir, method="tkd")
+        if harmonic is not None:
+            config = replace(config, harmonic_iterations=harmonic)
         radii = default_vsharp_radii(voxel, max_radius_mm=config.vsharp_max_radius_mm)
         threshold = getattr(config, "vsharp_threshold", 0.05)
         iterations = getattr(config, "harmonic_iterations", 0)
+        row["harmonic_iterations"] = iterations
         local, kept = vsharp(total_true, brain, voxel_size=voxel, radii=radii, threshold=threshold)
         field_scores("vsharp", local)
         row["vsharp"] = score(tkd(local, kept, voxel_size=voxel, b0_dir=b_used))
@@ -182,6 +185,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--eval-erode", type=float, default=3.0, help="evaluation mask: true brain eroded by mm")
     parser.add_argument("--no-tv", action="store_true")
+    parser.add_argument("--harmonic-iterations", type=int, help="override the chain's default (QsmConfig)")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--from-json", nargs="+", metavar="FILE",
                         help="print the table of rows saved by earlier runs (--json; e.g. variants run in parallel)")
@@ -190,7 +194,7 @@ def main() -> None:
     for path in args.from_json or []:
         rows.extend(json.loads(Path(path).read_text()))
     for name in [] if args.from_json else args.variants:
-        row = run_variant(name, VARIANTS[name], args.seed, args.eval_erode, not args.no_tv)
+        row = run_variant(name, VARIANTS[name], args.seed, args.eval_erode, not args.no_tv, args.harmonic_iterations)
         rows.append(row)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     print(f"\nQSM chain generalisation, seed {args.seed}; NRMSE % in the true brain eroded by {args.eval_erode:g} mm")
