@@ -198,9 +198,9 @@ def _train(args: argparse.Namespace) -> int:
     config = PedQNetTrainConfig(
         phantoms=args.phantoms, seed_start=args.seed_start, directions_per_phantom=args.directions, steps=args.steps,
         batch_size=args.batch_size, patch=args.patch, pad=args.patch // 2, lr=args.lr, filters=tuple(args.filters),
-        segment=not args.no_segment, seg_weight=args.seg_weight,
-        seg_hidden=args.seg_hidden, seg_feature_size=args.seg_feature_size, max_minutes=args.max_minutes, seed=args.seed,
-        device=args.device, quiet=args.quiet,
+        segment=not args.no_segment, seg_weight=args.seg_weight, seg_hidden=args.seg_hidden,
+        seg_feature_size=args.seg_feature_size, max_minutes=args.max_minutes, seed=args.seed, device=args.device,
+        quiet=args.quiet,
     )
     ensure_outdir(args.out)
     # The canonical command, every option spelled out, so the card's line reproduces the weights.
