@@ -80,7 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=positive_int, default=2)
     t.add_argument("--patch", type=positive_int, default=48, help="patch side in voxels, multiple of 16")
     t.add_argument("--lr", type=positive_float, default=2e-3)
-    t.add_argument("--filters", type=positive_int, nargs="+", default=[12, 24, 48, 96],
+    t.add_argument("--filters", type=positive_int, nargs="+", default=[8, 16, 32, 64],
                    help="DynUNet feature maps per level")
     t.add_argument("--seg-weight", type=nonnegative_float, default=0.1, help="lambda of the segmentation loss")
     t.add_argument("--no-segment", action="store_true", help="no segmentation network (ablation)")
