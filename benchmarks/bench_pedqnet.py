@@ -125,8 +125,9 @@ def main() -> None:
                                                   args.weights, args.source)
     keys = ["nrmse", "hfen", "ssim", "nuc_nrmse", "nuc_hfen", "nuc_ssim", "sharpness", "kernel_err", "b0_angle",
             "seconds"]
-    for subset, pick in () if args.skip_accuracy else (("all", lambda r: True), ("adult iron", lambda r: not r["low_iron"]),
-                         ("low iron", lambda r: r["low_iron"])):
+    subsets = (("all", lambda r: True), ("adult iron", lambda r: not r["low_iron"]),
+               ("low iron", lambda r: r["low_iron"]))
+    for subset, pick in () if args.skip_accuracy else subsets:
         where = "true local field + noise" if args.source == "clean" else "full pipeline"
         print(f"\nHeld-out phantoms ({subset}), {args.voxel_size} mm, oblique B0, {where}, mean over seeds")
         print("| method | NRMSE % | HFEN % | SSIM | nuclei NRMSE % | nuclei HFEN % | nuclei SSIM | edge sharpness "

@@ -105,6 +105,22 @@ def test_finetuning_adapts_a_copy_and_lowers_the_model_loss(phantom_dir, shipped
     assert residual(tuned) < residual(plain) * 1.05
 
 
+def test_segmenter_does_not_change_chi_and_empty_field_of_view_is_left_out(phantom_dir, shipped):
+    _, p = phantom_dir
+    b = (0.2, 0.0, 1.0)
+    base = pq.invert(p.local_field, p.mask, voxel_size=(3.0,) * 3, b0_dir=b, model=shipped, segment=True)
+    alone = pq.invert(p.local_field, p.mask, voxel_size=(3.0,) * 3, b0_dir=b, model=shipped, segment=False)
+    np.testing.assert_array_equal(alone["chi"], base["chi"])
+    assert alone["nuclei"] is None and base["nuclei"].shape == p.mask.shape
+    # zeros around the head leave chi nearly as it was (only the mask's bounding box is reconstructed; the
+    # TKD input channel changes a little, its FFT grid being larger)
+    pad = ((7, 3), (0, 9), (5, 5))
+    wide = pq.invert(np.pad(p.local_field, pad), np.pad(p.mask, pad), voxel_size=(3.0,) * 3, b0_dir=b,
+                     model=shipped, segment=False)["chi"]
+    inner = wide[7:-3, :-9, 5:-5]
+    assert np.corrcoef(inner[p.mask], base["chi"][p.mask])[0, 1] > 0.98
+
+
 def test_geometry_channels_do_not_depend_on_the_sign_of_b0():
     b = np.array([0.3, -0.2, 0.9])
     np.testing.assert_allclose(pq.geometry_channels(b, (2, 2, 2)), pq.geometry_channels(-b, (2, 2, 2)))

@@ -112,7 +112,8 @@ def test_cli_predict_with_network_mask(tmp_path, head, shipped):
     assert mask.any() and (mask & ~head.mask).sum() < 0.05 * mask.sum()
 
 
-@pytest.mark.skipif(not (REAL / "mag.nii").exists(), reason="real GRE crop /work/shared/reference/clearswi-small absent")
+@pytest.mark.skipif(not (REAL / "mag.nii").exists(),
+                    reason="real GRE crop /work/shared/reference/clearswi-small absent")
 def test_network_mask_on_real_gre_crop(shipped):
     img = nib.load(REAL / "mag.nii")
     mask = qm.net_brain_mask(np.asarray(img.dataobj, np.float32), voxel_size=img.header.get_zooms()[:3],

@@ -83,7 +83,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=positive_int, default=2)
     t.add_argument("--patch", type=positive_int, default=48, help="patch side in voxels, multiple of 16")
     t.add_argument("--lr", type=positive_float, default=2e-3)
-    t.add_argument("--filters", type=positive_int, nargs="+", default=[12, 24, 48, 96],
+    t.add_argument("--filters", type=positive_int, nargs="+", default=[8, 16, 32, 64],
                    help="DynUNet feature maps per level")
     t.add_argument("--seg-weight", type=nonnegative_float, default=0.1, help="lambda of the segmentation loss")
     t.add_argument("--no-segment", action="store_true", help="no segmentation network (ablation)")
@@ -201,9 +201,9 @@ def _train(args: argparse.Namespace) -> int:
     config = PedQNetTrainConfig(
         phantoms=args.phantoms, seed_start=args.seed_start, directions_per_phantom=args.directions, steps=args.steps,
         batch_size=args.batch_size, patch=args.patch, pad=args.patch // 2, lr=args.lr, filters=tuple(args.filters),
-        segment=not args.no_segment, seg_weight=args.seg_weight,
-        seg_hidden=args.seg_hidden, seg_feature_size=args.seg_feature_size, max_minutes=args.max_minutes, seed=args.seed,
-        device=args.device, quiet=args.quiet,
+        segment=not args.no_segment, seg_weight=args.seg_weight, seg_hidden=args.seg_hidden,
+        seg_feature_size=args.seg_feature_size, max_minutes=args.max_minutes, seed=args.seed, device=args.device,
+        quiet=args.quiet,
     )
     ensure_outdir(args.out)
     # The canonical command, every option spelled out, so the card's line reproduces the weights.

@@ -90,7 +90,7 @@ class PedQNetTrainConfig:
     iron_range: tuple[float, float] = (0.2, 1.3)
     low_iron_share: float = 0.4
     snr_range: tuple[float, float] = (15.0, 200.0)
-    filters: tuple[int, ...] = (12, 24, 48, 96)
+    filters: tuple[int, ...] = (8, 16, 32, 64)
     patch: int = 48
     pad: int = 24
     margin: int = 6
@@ -99,8 +99,8 @@ class PedQNetTrainConfig:
     lr: float = 2e-3
     segment: bool = True
     seg_weight: float = 0.1
-    seg_hidden: int = 64
-    seg_feature_size: int = 8
+    seg_hidden: int = 32
+    seg_feature_size: int = 4
     b0: float = 3.0
     te: float = DEFAULT_TE
     nucleus_share: float = 0.6

@@ -367,7 +367,8 @@ def evaluate_cases(model: MaskModel, n_phantoms: int = 2) -> list[dict]:
         tic = time.perf_counter()
         classic = gre_brain_mask(mag, voxel_size=vox)
         t_classic = time.perf_counter() - tic
-        rows.append({"case": name, "net_dice": round(dice(net, truth), 4), "classic_dice": round(dice(classic, truth), 4),
+        rows.append({"case": name, "net_dice": round(dice(net, truth), 4),
+                     "classic_dice": round(dice(classic, truth), 4),
                      "net_s": round(t_net, 2), "classic_s": round(t_classic, 2)})
         log.info("%s", rows[-1])
     return rows
@@ -411,8 +412,8 @@ def mask_model_card(command: str, report: dict) -> str:
              f"than {report['config']['work_mm']} mm) to the brain mask; largest component, holes filled. Used by",
              "`mrinets qsm predict --masker net` when no --mask is given.", "",
              "## Command that produced these weights", "", "```", command, "```", "",
-             f"Steps done: {report['steps_done']}; phantom generation {report['phantom_seconds']} s, "
-             f"training {report['train_seconds']} s on this machine (CPU).", "",
+             (f"Steps done: {report['steps_done']}; phantom generation {report['phantom_seconds']} s, "
+              f"training {report['train_seconds']} s on this machine (CPU)."), "",
              "## Data", "",
              "`mrinets phantom qsm` heads (brain, CSF gap, skull, scalp, sinus) with their true brain masks;",
              "per sample: random echo, thick slices along a random axis, axis order and flips, bias field, gamma,",
