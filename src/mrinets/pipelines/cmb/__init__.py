@@ -162,8 +162,10 @@ def train(subjects: Sequence[Subject], validation: Sequence[Subject], config: Cm
     device = config.device
     step1, loss1 = train_step1(subjects, config)
     probs_val = [step1_probability(step1, s.channels, device=device) for s in validation]
+    # The U-Net's own sensitivity sets its threshold: with the symmetry peaks counted, every threshold can tie on
+    # validation and the highest, chosen, drops blooms the U-Net scores below it on other scans.
     op1 = choose_sensitivity_threshold(probs_val, [s.cmb for s in validation], [s.mask for s in validation],
-                                       channels=[s.channels for s in validation], target=config.target_sensitivity)
+                                       config.target_sensitivity)
     log.info("step 1: threshold %.2f gives sensitivity %.3f, %.1f candidates per volume", op1["threshold"],
              op1["sensitivity"], op1["candidates_per_volume"])
     probs = [step1_probability(step1, s.channels, device=device) for s in subjects]
