@@ -112,4 +112,6 @@ def test_real_ms_patient_is_predicted_and_scored(ms_patient, tmp_path, capsys):
                  "--out", str(tmp_path / "scores.json")]) == 0
     scores = json.loads(capsys.readouterr().out)["subjects"][0]
     assert scores["true_ml"] == pytest.approx(8.227, abs=0.01)
-    assert 0.0 <= scores["dice"] <= 1.0 and scores["pred_ml"] == pytest.approx(float(row["wmh_total_ml"]), rel=1e-3)
+    assert scores["pred_ml"] == pytest.approx(float(row["wmh_total_ml"]), rel=1e-3)
+    # The shipped weights give 0.326 (docs/wmh.md); the classic baseline 0.112, and the issue asks for 0.15 more.
+    assert scores["dice"] > 0.112 + 0.15
