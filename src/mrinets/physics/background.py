@@ -293,16 +293,19 @@ def restore_harmonic_loss(
     V-SHARP also removes the part of the *local* field that is harmonic inside
     the spheres it averages over (fields of sources near the border, the
     components its truncated deconvolution drops), a large share on realistic
-    heads, which leaves susceptibility underestimated (docs/qsm.md). Among the fields that V-SHARP maps onto its output, this
-    picks one made by a susceptibility inside the brain: with ``V`` the
+    heads, which leaves susceptibility underestimated (docs/qsm.md). Among the
+    fields that V-SHARP maps onto its output, this picks one made by a
+    susceptibility inside the brain: with ``V`` the
     V-SHARP operator and ``P`` the field of the TKD susceptibility of a field
     (``P f = D * TKD(f)``),
 
     .. math:: f_{n+1} = f_0 + (P f_n - V P f_n), \\quad f_0 = V f
 
     i.e. the field a dipole model of the current estimate predicts, minus what
-    V-SHARP would keep of it, is added back. ``V`` is linear and removes
-    background fields exactly, so the background is not brought back.
+    V-SHARP would keep of it, is added back: the field of a susceptibility
+    inside the mask, never a background field. It relies on TKD being a fair
+    model of the tissue: for a few compact sources in an otherwise empty
+    region, whose field V-SHARP already keeps, it adds TKD's errors instead.
     """
     from mrinets.physics.dipole import forward_field
     from mrinets.physics.inversion import tkd

@@ -232,7 +232,8 @@ def _head_model(
     r2s = np.where(brain, r2s, 30.0)
     phi0 = 0.8 * np.sin(world[0] / 60 + rng.uniform(0, 6)) + 0.6 * np.cos(world[1] / 80 + rng.uniform(0, 6))
     return {
-        "affine": affine, "brain": brain, "head": head, "chi": brain_chi, "local": np.where(brain, local, 0).astype(np.float32),
+        "affine": affine, "brain": brain, "head": head, "chi": brain_chi,
+        "local": np.where(brain, local, 0).astype(np.float32),
         "total": (local + background).astype(np.float32), "pd": pd.astype(np.float32),
         "r2s": r2s.astype(np.float32), "phi0": phi0.astype(np.float32), "labels": labels, "labels_lr": labels_lr,
         "scale": scale, "nucleus_chi": nucleus_chi, "calc_centre": calc_centre,
