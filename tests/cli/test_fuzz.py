@@ -348,6 +348,7 @@ OPTION_CASES = [
     ("wmh train", ["wmh", "train", "--phantoms", "1", "--epochs", "0", "--out", "{out}"], "--epochs"),
     ("wmh train", ["wmh", "train", "--phantoms", "1", "--batch-size", "0", "--out", "{out}"], "--batch-size"),
     ("wmh train", ["wmh", "train", "--phantoms", "1", "--phantom-lesions", "x", "--out", "{out}"], "--phantom-lesions"),
+    ("phantom wmh", ["phantom", "wmh", "--seed", "1", "--lesions", "x", "--out", "{out}"], "--lesions"),
     ("wmh evaluate", ["wmh", "evaluate", "--pred", "{mask}", "--truth", "{mask}", "{mask}"], "--truth"),
     ("microstructure pretrain", ["microstructure", "pretrain", "--subjects", "0", "--out", "{out}"], "--subjects"),
     ("microstructure pretrain", ["microstructure", "pretrain", "--epochs", "0", "--out", "{out}"], "--epochs"),

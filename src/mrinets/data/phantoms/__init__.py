@@ -81,7 +81,7 @@ def _make_qsm_scan(*, seed: int, out: Path, voxel_size, orientation, oblique, te
     return phantom.save(out)
 
 
-def _make_wmh(*, seed: int, out: Path, severity, snr, flair_voxel, gross, no_pose, t1) -> list[Path]:
+def _make_wmh(*, seed: int, out: Path, severity, snr, flair_voxel, gross, no_pose, t1, lesions) -> list[Path]:
     from mrinets.data.phantoms.wmh import insert_wmh, make_wmh_subject
 
     if t1:
@@ -91,10 +91,11 @@ def _make_wmh(*, seed: int, out: Path, severity, snr, flair_voxel, gross, no_pos
         image = load(t1, ndim=3)
         phantom = insert_wmh(image.data, image.affine, register_to_mni(image).matrix, seed,
                              severity=None if severity < 0 else severity, flair_voxel=tuple(flair_voxel),
-                             gross=True if gross else None)
+                             gross=True if gross else None, lesions=lesions)
         return phantom.save(out)
     phantom = make_wmh_subject(seed, severity=None if severity < 0 else severity, snr=None if snr <= 0 else snr,
-                               flair_voxel=tuple(flair_voxel), gross=True if gross else None, pose=not no_pose)
+                               flair_voxel=tuple(flair_voxel), gross=True if gross else None, pose=not no_pose,
+                               lesions=lesions)
     return phantom.save(out)
 
 
@@ -158,6 +159,8 @@ register(PhantomKind(
         PhantomOption("gross", bool, False, "force a grossly wrong FLAIR label"),
         PhantomOption("no-pose", bool, False, "keep the head in the template pose (no random scanner pose)"),
         PhantomOption("t1", str, "", "insert the lesions into this real T1 instead (registered to MNI first)"),
+        PhantomOption("lesions", str, "wmh", "lesion model: wmh (small-vessel, one T1 level per subject) or ms "
+                                             "(as a real MS patient's lesions look on T1; docs/wmh.md)"),
     ),
     make=_make_wmh,
 ))

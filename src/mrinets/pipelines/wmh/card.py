@@ -64,10 +64,12 @@ def model_card_text(card: dict) -> str:
     return "\n".join(lines)
 
 
-_WMH_LESION_LINES = ["random deformation, periventricular caps/bands and deep lesions (T1-hypointense, partial volume),"]
-_MS_LESION_LINES = ["random deformation, with the `ms` lesion model (--phantom-lesions ms): ovoid lesions at the horns,",
-                    "across the ventricle wall, deep and juxtacortical, each at its own T1 level (0.62-0.97 of white",
-                    "matter at the edge, darker inside; docs/wmh.md has how it was measured on a real MS patient),"]
+_WMH_LESION_LINES = [
+    "random deformation, periventricular caps/bands and deep lesions (T1-hypointense, partial volume),"]
+_MS_LESION_LINES = [
+    "random deformation, with the `ms` lesion model (--phantom-lesions ms): ovoid lesions at the horns,",
+    "across the ventricle wall, deep and juxtacortical, each at its own T1 level (0.62-0.97 of white",
+    "matter at the edge, darker inside; docs/wmh.md has how it was measured on a real MS patient),"]
 
 
 def _init_lines(init: dict | None) -> list[str]:
@@ -85,7 +87,7 @@ def _init_lines(init: dict | None) -> list[str]:
 
 def with_held_out(card: dict, scores: dict) -> dict:
     """``card`` with the held-out scores of :func:`mrinets.pipelines.wmh.evaluate_phantoms` (one network)."""
-    (name, summary), = [(k, v) for k, v in scores["summary"].items() if k != "baseline"]
+    (summary,) = [v for k, v in scores["summary"].items() if k != "baseline"]
     return {**card, "held_out": {"network": summary, **({"baseline": scores["summary"]["baseline"]}
                                                           if "baseline" in scores["summary"] else {})},
             "held_out_seeds": list(scores["seeds"]), "held_out_mirror_pass": scores["mirror_pass"],
