@@ -30,7 +30,8 @@ def model_card_text(card: dict, name: str = "cmb_detector.pt") -> str:
              f"{card['train_seeds'][0]}..{card['train_seeds'][1]}.", "",
              "## Operating points (chosen on validation phantoms, seeds from 800000)", "",
              f"- candidate threshold {op['candidate_threshold']:g}: step-1 sensitivity {v1['sensitivity']:.3f}, "
-             f"{v1['candidates_per_volume']:.1f} candidates per volume (target >= 0.95)",
+             f"{v1['candidates_per_volume']:.1f} candidates per volume "
+             f"(target >= {card['config'].get('target_sensitivity', 0.95):g}{_peaks(card)})",
              f"- student threshold {op['student_threshold']:g} ({_criterion(card)}): TPR {v2['tpr']:.3f}, "
              f"FP/subject {v2['fp_per_subject']:.2f}, precision {v2['precision']:.3f}, F1 {v2['f1']:.3f}", "",
              "## Data", "",
@@ -57,6 +58,11 @@ def model_card_text(card: dict, name: str = "cmb_detector.pt") -> str:
               "Trained on synthetic subjects only; real scans differ in texture, artefacts and mimics. The JSON of",
               "every prediction flags inputs outside the training range. Check the QC picture.", ""]
     return "\n".join(lines)
+
+
+def _peaks(card: dict) -> str:
+    # Cards from before the radial-symmetry peak candidates (no max_fp_per_subject either) stay as written.
+    return "" if "max_fp_per_subject" not in card["config"] else "; U-Net alone, before the symmetry-peak candidates"
 
 
 def _criterion(card: dict) -> str:
