@@ -86,8 +86,8 @@ def main() -> None:
               f"{s['calcification_rejection']:.2f} ({s['calcifications']}) | {c['tpr']:.3f} | "
               f"{c['fp_per_subject']:.1f} | TPR >= 0.90, FP < 2; calc. (QSM) >= 0.90 |")
 
-    print(f"\n1b. Where the true microbleeds are lost (same run): true CMBs touched by a surviving candidate after "
-          f"each stage; rule:X = that step-3 rule alone; final = as predict decides")
+    print("\n1b. Where the true microbleeds are lost (same run): true CMBs touched by a surviving candidate after "
+          "each stage; rule:X = that step-3 rule alone; final = as predict decides")
     keys = list(next(iter(scores["distilled"].values()))["funnel"])
     print("| contrast | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
