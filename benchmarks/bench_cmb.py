@@ -55,7 +55,9 @@ def _speed(model: cmb.CmbModel, threads: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phantoms", type=int, default=6, help="held-out phantoms (seeds from 900000)")
+    parser.add_argument("--phantoms", type=int, default=6, help="held-out phantoms (seeds from --seed-start)")
+    parser.add_argument("--seed-start", type=int, default=cmb.TEST_SEED_START,
+                        help="first held-out seed (default 900000; other ranges give fresh, untouched phantoms)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the speed test")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--speed-only", action="store_true")
@@ -64,7 +66,7 @@ def main() -> None:
     if args.speed_only:
         _print_speed(cmb.load_model(), args.threads)
         return
-    seeds = list(range(cmb.TEST_SEED_START, cmb.TEST_SEED_START + args.phantoms))
+    seeds = list(range(args.seed_start, args.seed_start + args.phantoms))
     model = cmb.load_model()
     ablation = load_checkpoint(WEIGHTS / "cmb_ablation.pt")
     alone = CandidateStudent(**ablation["student_alone_config"])
@@ -86,8 +88,8 @@ def main() -> None:
               f"{s['calcification_rejection']:.2f} ({s['calcifications']}) | {c['tpr']:.3f} | "
               f"{c['fp_per_subject']:.1f} | TPR >= 0.90, FP < 2; calc. (QSM) >= 0.90 |")
 
-    print(f"\n1b. Where the true microbleeds are lost (same run): true CMBs touched by a surviving candidate after "
-          f"each stage; rule:X = that step-3 rule alone; final = as predict decides")
+    print("\n1b. Where the true microbleeds are lost (same run): true CMBs touched by a surviving candidate after "
+          "each stage; rule:X = that step-3 rule alone; final = as predict decides")
     keys = list(next(iter(scores["distilled"].values()))["funnel"])
     print("| contrast | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))

@@ -30,7 +30,7 @@ def test_two_maxima_joined_by_a_ridge_become_two_candidates():
 
 
 def test_one_maximum_stays_one_candidate():
-    labels, n = candidate_clusters(_blob((16, 16, 16), 2.0).astype(np.float32), 0.1)
+    _, n = candidate_clusters(_blob((16, 16, 16), 2.0).astype(np.float32), 0.1)
     assert n == 1
 
 

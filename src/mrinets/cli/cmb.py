@@ -47,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Simulate phantoms (`mrinets phantom cmb`), train step 1 (weighted CE + Dice), pick its "
                     "threshold for the target sensitivity on validation phantoms, cut candidate patches, train the "
                     "multi-task teacher and two students (distilled, and alone), pick the student threshold of highest "
-                    "validation TPR at no more than --max-fp FP per subject. Writes cmb_detector.pt, cmb_ablation.pt, the card cmb_detector.md and "
+                    "validation TPR at no more than --max-fp FP per subject. Writes cmb_detector.pt, "
+                    "cmb_ablation.pt, the card cmb_detector.md and "
                     "train_report.json.")
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--phantoms", type=positive_int, default=10, help="training phantoms (each gives every contrast)")

@@ -102,8 +102,12 @@ def choose_student_threshold(model: CmbModel, subjects: Sequence[Subject], *, de
         pooled = pooled_detection([_score_at(rows, s, float(t)) for rows, s in zip(sweeps, subjects)])
         table.append({"threshold": float(t), **{k: pooled[k] for k in ("tpr", "fp_per_subject", "precision", "f1")}})
     ok = [r for r in table if r["fp_per_subject"] <= max_fp_per_subject]
-    best = max(ok, key=lambda r: (r["tpr"], r["threshold"])) if ok else max(table, key=lambda r: (r["f1"], r["threshold"]))
-    return {"threshold": best["threshold"], "validation": best, "table": table, "max_fp_per_subject": max_fp_per_subject}
+    if ok:
+        best = max(ok, key=lambda r: (r["tpr"], r["threshold"]))
+    else:
+        best = max(table, key=lambda r: (r["f1"], r["threshold"]))
+    return {"threshold": best["threshold"], "validation": best, "table": table,
+            "max_fp_per_subject": max_fp_per_subject}
 
 
 def _sweep_rows(model: CmbModel, s: Subject, *, student=None, device="cpu", rules=CleanupRules()):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from mrinets.errors import ArgumentError
 from mrinets.io import Image, OutputStage, load, load_mask, write_json, write_text

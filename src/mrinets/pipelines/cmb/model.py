@@ -31,7 +31,8 @@ from mrinets.training.inference import predict_volume
 from mrinets.training.losses import distillation_loss, soft_dice_loss, weighted_ce_dice_loss
 from mrinets.training.patches import PatchDataset, extract_patch
 
-__all__ = ["CmbTrainConfig", "build_step1", "step1_probability", "candidate_clusters", "symmetry_peaks", "candidate_centres", "train_step1",
+__all__ = ["CmbTrainConfig", "build_step1", "step1_probability", "candidate_clusters", "symmetry_peaks",
+           "candidate_centres", "train_step1",
            "choose_sensitivity_threshold", "CandidatePatches", "candidate_patches", "train_teacher",
            "train_student", "classify_patches", "config_dict"]
 
