@@ -109,3 +109,24 @@ def test_bad_sharding_is_one_line(bids_root, tmp_path, capsys):
     code = main(["batch", "qsm", str(_table(tmp_path, bids_root)), "--out", str(tmp_path / "x"), "--num-parts", "2",
                  "--part-id", "2"])
     assert code == 2 and "--part-id" in capsys.readouterr().err
+
+
+def test_two_runs_of_a_session_resume_each_on_its_own(bids_root, tmp_path, capsys):
+    """Runs share the session's derivatives folder: a deleted output of one run is redone, not skipped."""
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(bids_root, root)
+    anat = root / "sub-01" / "anat"
+    for path in sorted(anat.glob("sub-01_echo-*")):
+        shutil.copy(path, anat / path.name.replace("sub-01_", "sub-01_run-2_"))
+    out = tmp_path / "derivatives"
+    argv = ["bids", str(root), str(out), "participant", "--participant-label", "01", "--method", "tkd",
+            "--workers", "0"]
+    assert main(argv) == 0
+    first = out / "sub-01" / "anat" / "sub-01_Chimap.nii.gz"
+    assert first.exists() and (out / "sub-01" / "anat" / "sub-01_run-2_Chimap.nii.gz").exists()
+    first.unlink()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "1 done, 1 skipped" in capsys.readouterr().out and first.exists()

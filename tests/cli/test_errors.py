@@ -240,3 +240,23 @@ def test_help_lists_every_command():
         assert name in proc.stdout
     version = subprocess.run([sys.executable, "-m", "mrinets.cli", "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("mrinets ")
+
+
+def test_help_and_version_do_not_import_the_pipelines():
+    """The command list comes from cli.common.COMMANDS; torch is imported only by the command that runs."""
+    probe = ("import sys\nfrom mrinets.cli import main\n"
+             "for argv in (['--version'], ['--help'], ['wmh', '--help']):\n"
+             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+             "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert proc.stdout.strip().splitlines()[-1] == "False", proc.stderr
+
+
+def test_command_summaries_match_the_modules():
+    from mrinets.cli import build_parser
+    from mrinets.cli.common import COMMANDS
+
+    full, listed = build_parser(), build_parser(full=())
+    for parser in (full, listed):
+        choices = parser._subparsers._group_actions[0]._choices_actions
+        assert {a.dest: a.help for a in choices} == COMMANDS

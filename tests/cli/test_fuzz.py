@@ -202,6 +202,8 @@ FILE_SLOTS = [
     ("batch", "table", ["batch", "qsm", "{bad}", "--out", "{out}", "--workers", "0"]),
     ("batch", "table", ["batch", "wmh", "{bad}", "--out", "{out}", "--workers", "0"]),
     ("batch", "table", ["batch", "microstructure", "{bad}", "--out", "{out}", "--workers", "0"]),
+    ("batch", "table", ["batch", "cmb", "{bad}", "--out", "{out}", "--workers", "0"]),
+    ("batch", "table", ["batch", "lowfield", "{bad}", "--out", "{out}", "--workers", "0"]),
 ]
 
 
@@ -245,7 +247,7 @@ def one_parser():
 
     parser = build_parser()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(mrinets.cli, "build_parser", lambda: parser)
+        patch.setattr(mrinets.cli, "build_parser", lambda full=None: parser)
         yield
 
 

@@ -106,3 +106,40 @@ def test_predict_refuses_4d(tmp_path):
     path = tmp_path / "four.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((8, 8, 8, 2), np.float32), np.eye(4)), path)
     assert main(["cmb", "predict", str(path), "--contrast", "gre", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_cli_batch_cmb_gathers_counts_and_isolates_a_bad_row(phantom, tmp_path, capsys):
+    for contrast in ("swi", "gre"):
+        nib.save(nib.Nifti1Image(phantom.images[contrast], phantom.affine), tmp_path / f"{contrast}.nii.gz")
+    (tmp_path / "subjects.tsv").write_text("subject\timage\tcontrast\nsub-a\tswi.nii.gz\tswi\n"
+                                           "sub-b\tgre.nii.gz\tgre\nsub-c\tgre.nii.gz\tt1\n")
+    out = tmp_path / "out"
+    code = main(["batch", "cmb", str(tmp_path / "subjects.tsv"), "--out", str(out), "--space", "mni", "--workers", "0",
+                 "--quiet"])
+    assert code == 1
+    assert "subjects.tsv:4: contrast" in capsys.readouterr().err
+    with open(out / "cohort_cmb.csv", newline="") as fh:
+        cohort = {row["subject"]: row for row in csv.DictReader(fh)}
+    assert sorted(cohort) == ["sub-a", "sub-b"] and not (out / "sub-c").exists()
+    for subject, contrast in (("sub-a", "swi"), ("sub-b", "gre")):
+        measures = json.loads((out / subject / f"{contrast}_cmb.json").read_text())
+        row = cohort[subject]
+        assert row["contrast"] == contrast and int(row["count"]) == measures["count"]
+        assert sum(int(row[f"count_{loc}"]) for loc in cmb.LOCATIONS) == measures["count"]
+
+
+def test_bids_app_finds_swi_and_t2starw(phantom, tmp_path):
+    root = tmp_path / "ds"
+    anat = root / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "t", "BIDSVersion": "1.9.0"}')
+    nib.save(nib.Nifti1Image(phantom.images["swi"], phantom.affine), anat / "sub-01_swi.nii.gz")
+    nib.save(nib.Nifti1Image(phantom.images["gre"], phantom.affine), anat / "sub-01_run-1_T2starw.nii.gz")
+    out = tmp_path / "deriv"
+    argv = ["bids", str(root), str(out), "participant", "--pipelines", "cmb", "--workers", "0", "--quiet"]
+    assert main(argv) == 0
+    folder = out / "sub-01" / "anat"
+    swi = json.loads((folder / "sub-01_swi_cmb.json").read_text())
+    gre = json.loads((folder / "sub-01_run-1_T2starw_cmb.json").read_text())
+    assert (swi["contrast"], gre["contrast"]) == ("swi", "gre")
+    assert (folder / "sub-01_swi_cmb_labels.nii.gz").is_file() and (folder / ".mrinets-done-sub-01_swi_cmb").is_file()

@@ -380,7 +380,7 @@ def test_bids_app_runs_wmh_on_t1w_with_bids_names(tmp_path, tiny_weights):
     assert (folder / "sub-01_ses-a_space-T1w_label-WMH_probseg.nii.gz").is_file()
     row = next(csv.DictReader(open(folder / "sub-01_ses-a_desc-wmh_measures.csv")))
     assert row["grow_added_ml"] == "nan"
-    assert (folder / ".mrinets-done-wmh").is_file() and (out / "dataset_description.json").is_file()
+    assert (folder / ".mrinets-done-sub-01_ses-a_wmh").is_file() and (out / "dataset_description.json").is_file()
 
 
 class _Oracle(torch.nn.Module):

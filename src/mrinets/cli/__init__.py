@@ -10,30 +10,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import NoReturn
 
 from mrinets import __version__
-from mrinets.cli.common import add_common
+from mrinets.cli.common import COMMANDS, add_common
 from mrinets.errors import EXIT_INPUT_ERROR, InputError
 
 __all__ = ["main", "build_parser", "Parser"]
 
 log = logging.getLogger("mrinets")
-
-# Sub-command modules, in the order `mrinets --help` lists them.
-_COMMANDS = (
-    "mrinets.cli.demo",
-    "mrinets.cli.phantom",
-    "mrinets.cli.info",
-    "mrinets.cli.qsm",
-    "mrinets.cli.wmh",
-    "mrinets.cli.cmb",
-    "mrinets.cli.microstructure",
-    "mrinets.cli.lowfield",
-    "mrinets.cli.batch",
-    "mrinets.cli.bids",
-)
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,7 +30,13 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_INPUT_ERROR)
 
 
-def build_parser() -> Parser:
+def build_parser(full: Collection[str] = tuple(COMMANDS)) -> Parser:
+    """The ``mrinets`` parser.
+
+    The commands in ``full`` get their whole parser (their module is imported);
+    the others are listed by name and summary only, so that ``mrinets --help``,
+    ``--version`` and a command's start-up do not import every pipeline.
+    """
     import importlib
 
     parser = Parser(
@@ -55,9 +47,17 @@ def build_parser() -> Parser:
     add_common(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for name in _COMMANDS:
-        importlib.import_module(name).add_parser(sub)
+    for name, summary in COMMANDS.items():
+        if name in full:
+            importlib.import_module(f"mrinets.cli.{name}").add_parser(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command named on the command line (the options before it take no values)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def _setup_logging(*, quiet: bool, debug: bool) -> None:
@@ -91,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from mrinets.io import guard_inputs
 
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(full=[_command_of(argv)])
     args = parser.parse_args(argv)
     args.quiet = getattr(args, "quiet", False)
     args.debug = getattr(args, "debug", False)

@@ -6,14 +6,15 @@ import argparse
 import json
 import sys
 
-from mrinets.cli.common import add_common, finite_float, nonnegative_int, positive_float, positive_int, share_float
+from mrinets.cli.common import (COMMANDS, add_common, finite_float, nonnegative_int, positive_float, positive_int,
+                                share_float)
 from mrinets.pipelines.cmb.data import CONTRASTS
 
 NAME = "cmb"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser(NAME, help="cerebral microbleed detection on SWI/GRE/QSM (Sundaresan et al. 2023)")
+    group = sub.add_parser(NAME, help=COMMANDS[NAME])
     add_common(group)
     cmds = group.add_subparsers(dest="action", metavar="ACTION", required=True)
 

@@ -5,8 +5,23 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["add_common", "finite_float", "positive_float", "nonnegative_float", "share_float", "positive_int",
-           "nonnegative_int"]
+__all__ = ["COMMANDS", "add_common", "finite_float", "positive_float", "nonnegative_float", "share_float",
+           "positive_int", "nonnegative_int"]
+
+# Each sub-command (the module mrinets.cli.<name>) and its one-line summary, in the order `mrinets --help` lists
+# them; kept here so the list can be shown without importing the modules, some of which import torch.
+COMMANDS = {
+    "demo": "run every available pipeline on built-in data and write an HTML report",
+    "phantom": "write a synthetic subject with its ground truth",
+    "info": "check a NIfTI image (and bval/bvec) and print its geometry",
+    "qsm": "quantitative susceptibility mapping from GRE magnitude + phase",
+    "wmh": "white-matter hypointensities on 3D T1 (Thyreau et al. 2022)",
+    "cmb": "cerebral microbleed detection on SWI/GRE/QSM (Sundaresan et al. 2023)",
+    "microstructure": "NODDI microstructure from few-gradient dMRI (Li et al. 2020)",
+    "lowfield": "64 mT to 3 T image translation (LoHiResGAN, Islam et al. 2023)",
+    "batch": "run a pipeline on many subjects listed in a TSV (resumable, Dask)",
+    "bids": "BIDS App: run pipelines on every participant of a BIDS dataset",
+}
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from mrinets.cli.common import add_common, nonnegative_int
+from mrinets.cli.common import COMMANDS, add_common, nonnegative_int
 
 NAME = "demo"
 log = logging.getLogger("mrinets")
@@ -16,7 +16,7 @@ log = logging.getLogger("mrinets")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         NAME,
-        help="run every available pipeline on built-in data and write an HTML report",
+        help=COMMANDS[NAME],
         description="Builds synthetic subjects from the MNI152 template shipped with nilearn, runs each "
         "available pipeline on them, scores the results against the known truth and writes index.html.",
     )

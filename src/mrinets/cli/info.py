@@ -7,7 +7,7 @@ import argparse
 import nibabel as nib
 import numpy as np
 
-from mrinets.cli.common import add_common
+from mrinets.cli.common import COMMANDS, add_common
 
 NAME = "info"
 
@@ -15,7 +15,7 @@ NAME = "info"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         NAME,
-        help="check a NIfTI image (and bval/bvec) and print its geometry",
+        help=COMMANDS[NAME],
         description="Load an image with the checks every pipeline applies (readable NIfTI, 3D/4D, finite, "
         "not empty) and print its grid, orientation and intensity range; with --bval/--bvec also check the "
         "gradient table against the number of volumes.",

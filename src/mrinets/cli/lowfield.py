@@ -7,14 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from mrinets.cli.common import add_common, nonnegative_float, nonnegative_int, positive_float, positive_int
+from mrinets.cli.common import COMMANDS, add_common, nonnegative_float, nonnegative_int, positive_float, positive_int
 
 NAME = "lowfield"
 MODELS = ("lohiresgan", "unet", "gan", "cgan", "cyclegan")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser(NAME, help="64 mT to 3 T image translation (LoHiResGAN, Islam et al. 2023)")
+    group = sub.add_parser(NAME, help=COMMANDS[NAME])
     add_common(group)
     cmds = group.add_subparsers(dest="action", metavar="ACTION", required=True)
 

@@ -8,14 +8,14 @@ import json
 import shlex
 import sys
 
-from mrinets.cli.common import (add_common, finite_float, nonnegative_float, nonnegative_int, positive_float,
+from mrinets.cli.common import (COMMANDS, add_common, finite_float, nonnegative_float, nonnegative_int, positive_float,
                                  positive_int)
 
 NAME = "microstructure"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser(NAME, help="NODDI microstructure from few-gradient dMRI (Li et al. 2020)")
+    group = sub.add_parser(NAME, help=COMMANDS[NAME])
     add_common(group)
     cmds = group.add_subparsers(dest="action", metavar="ACTION", required=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrinets.cli.common import add_common, finite_float, nonnegative_int
+from mrinets.cli.common import COMMANDS, add_common, finite_float, nonnegative_int
 
 NAME = "phantom"
 
@@ -13,7 +13,7 @@ NAME = "phantom"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from mrinets.data.phantoms import PHANTOM_KINDS
 
-    group = sub.add_parser(NAME, help="write a synthetic subject with its ground truth")
+    group = sub.add_parser(NAME, help=COMMANDS[NAME])
     add_common(group)
     kinds = group.add_subparsers(dest="kind", metavar="KIND", required=True)
     for kind in PHANTOM_KINDS.values():

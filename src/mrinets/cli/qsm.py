@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from mrinets.cli.common import (add_common, finite_float, nonnegative_float, nonnegative_int, positive_float,
+from mrinets.cli.common import (COMMANDS, add_common, finite_float, nonnegative_float, nonnegative_int, positive_float,
                                 positive_int, reports_flags)
 from mrinets.pipelines import qsm
 
@@ -17,7 +17,7 @@ NAME = "qsm"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser(NAME, help="quantitative susceptibility mapping from GRE magnitude + phase")
+    group = sub.add_parser(NAME, help=COMMANDS[NAME])
     add_common(group)
     cmds = group.add_subparsers(dest="action", metavar="ACTION", required=True)
 

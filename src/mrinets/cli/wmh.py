@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mrinets.cli.common import (add_common, finite_float, nonnegative_float, nonnegative_int, positive_float,
+from mrinets.cli.common import (COMMANDS, add_common, finite_float, nonnegative_float, nonnegative_int, positive_float,
                                  positive_int, share_float)
 from mrinets.data.phantoms.wmh import LESION_MODELS
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser(NAME, help="white-matter hypointensities on 3D T1 (Thyreau et al. 2022)")
+    group = sub.add_parser(NAME, help=COMMANDS[NAME])
     add_common(group)
     cmds = group.add_subparsers(dest="action", metavar="ACTION", required=True)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from mrinets.errors import InputError, UnreadableFileError
 from mrinets.io.output import note_input
 
-__all__ = ["GreRun", "T1wRun", "DwiRun", "RunError", "find_gre_runs", "find_t1w_runs", "find_dwi_runs",
+__all__ = ["GreRun", "AnatRun", "DwiRun", "RunError", "find_gre_runs", "find_anat_runs", "find_dwi_runs",
            "derivative_dir", "write_dataset_description"]
 
 
@@ -77,13 +77,15 @@ def _number(meta: dict, key: str, path: Path) -> float:
 
 
 @dataclass(frozen=True)
-class T1wRun:
-    """One T1-weighted image and the BIDS prefix of its derivatives (the name without ``_T1w``)."""
+class AnatRun:
+    """One anatomical image (``anat/*_<suffix>.nii[.gz]``) and the BIDS prefix of its derivatives (the name
+    without ``_<suffix>``)."""
 
     subject: str
     session: str | None
     prefix: str
     path: Path
+    suffix: str
 
 
 def _session(prefix: str) -> str | None:
@@ -114,12 +116,13 @@ def _files(root: Path, participant_labels: Sequence[str] | None, pattern: str) -
             yield subject, path
 
 
-def find_t1w_runs(bids_dir: str | Path, *, participant_labels: Sequence[str] | None = None) -> list[T1wRun]:
-    """Every ``anat/*_T1w.nii[.gz]`` of the chosen participants, in name order."""
+def find_anat_runs(bids_dir: str | Path, suffix: str, *,
+                   participant_labels: Sequence[str] | None = None) -> list[AnatRun]:
+    """Every ``anat/*_<suffix>.nii[.gz]`` (``T1w``, ``T2starw``, ...) of the chosen participants, in name order."""
     runs = []
-    for subject, path in _files(Path(bids_dir), participant_labels, "**/anat/*_T1w.nii*"):
-        prefix = re.sub(r"_T1w\.nii(\.gz)?$", "", path.name)
-        runs.append(T1wRun(subject=subject, session=_session(prefix), prefix=prefix, path=path))
+    for subject, path in _files(Path(bids_dir), participant_labels, f"**/anat/*_{suffix}.nii*"):
+        prefix = re.sub(rf"_{suffix}\.nii(\.gz)?$", "", path.name)
+        runs.append(AnatRun(subject=subject, session=_session(prefix), prefix=prefix, path=path, suffix=suffix))
     return runs
 
 

@@ -1,4 +1,5 @@
-"""Tab-separated tables that users write by hand or in a spreadsheet (subject lists, training pairs, label names)."""
+"""Tables: the tab-separated ones users write by hand or in a spreadsheet (subject lists, training pairs, label
+names), and the CSV measures the pipelines write."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from mrinets.errors import InputError, UnreadableFileError
 from mrinets.io.output import note_input
 
-__all__ = ["Row", "read_tsv"]
+__all__ = ["Row", "csv_text", "read_tsv"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +100,15 @@ def read_tsv(path: str | os.PathLike, *, required: Sequence[str], filled: Sequen
                 raise InputError(f"{path}:{line}", f"column {column} is empty")
         rows.append(row)
     return rows
+
+
+def csv_text(rows: Sequence[dict], *, fields: Sequence[str] | None = None, float_format: str | None = None) -> str:
+    """CSV text of ``rows``; columns ``fields`` (default: the first row's keys, others ignored), floats written
+    with ``float_format`` (e.g. ``".6g"``) when given."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields or rows[0]), lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: format(v, float_format) if float_format and isinstance(v, float) else v
+                         for k, v in row.items()})
+    return buffer.getvalue()

@@ -26,13 +26,15 @@ from mrinets.metrics.detection import cluster_detection, pooled_detection
 from mrinets.pipelines.cmb.cleanup import CleanupRules, cleanup
 from mrinets.pipelines.cmb.data import CONTRASTS, Subject, input_channels, intensity_stats, standardise
 from mrinets.pipelines.cmb.detect import (DEFAULT_WEIGHTS, LOCATIONS, CmbConfig, CmbModel, CmbResult, detect,
-                                          load_model, mars_location, predict, save_model, table_csv)
+                                          load_model, mars_location, predict, predict_and_save, save_model,
+                                          table_csv)
 from mrinets.pipelines.cmb.model import (CmbTrainConfig, candidate_patches, choose_sensitivity_threshold,
                                          config_dict, step1_probability, train_step1, train_student, train_teacher)
 
 __all__ = ["CONTRASTS", "CmbConfig", "CmbModel", "CmbResult", "CmbTrainConfig", "CleanupRules", "DEFAULT_WEIGHTS",
-           "LOCATIONS", "predict", "load_model", "save_model", "train", "evaluate", "evaluate_phantoms",
-           "phantom_subjects", "mars_location", "table_csv", "TEST_SEED_START", "VAL_SEED_START", "cleanup"]
+           "LOCATIONS", "predict", "predict_and_save", "load_model", "save_model", "train", "evaluate",
+           "evaluate_phantoms", "phantom_subjects", "mars_location", "table_csv", "TEST_SEED_START", "VAL_SEED_START",
+           "cleanup"]
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import csv
-import io
+import functools
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +12,9 @@ import torch
 from scipy import ndimage
 
 from mrinets.errors import ArgumentError
-from mrinets.io import Image, OutputStage, write_json, write_text
+from mrinets.io import Image, OutputStage, load, load_mask, write_json, write_text
 from mrinets.io.nifti import save
+from mrinets.io.tables import csv_text
 from mrinets.nets.patch_classifier import CandidateStudent
 from mrinets.physics.sampling import affine_resample
 from mrinets.pipelines.cmb.cleanup import CleanupRules, cleanup
@@ -172,12 +172,7 @@ COLUMNS = ("id", "x_mm", "y_mm", "z_mm", "volume_mm3", "probability", "location"
 
 def table_csv(rows: list[dict]) -> str:
     """CSV text of the microbleed table (header only when there is none)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return buffer.getvalue()
+    return csv_text(rows, fields=COLUMNS, float_format=".4g")
 
 
 @dataclass
@@ -318,6 +313,22 @@ def predict(image: Image, config: CmbConfig, *, mask: np.ndarray | None = None, 
                 "weights": str(config.weights or DEFAULT_WEIGHTS.name)}
     return CmbResult(name=name or image.name, labels=labels, probability=prob.astype(np.float32), table=rows,
                      measures=measures, reference=image)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(weights: str | None) -> CmbModel:
+    return load_model(weights)
+
+
+def predict_and_save(image_path: str | Path, outdir: str | Path, *, config: CmbConfig,
+                     mask: str | Path | None = None, name: str | None = None, qc: bool = True) -> list[Path]:
+    """Load one image (and mask), :func:`predict`, save: one subject of a batch (model loaded once per process).
+
+    ``name`` prefixes the files (default: the image's name).
+    """
+    image = load(image_path, ndim=3)
+    brain = load_mask(mask, like=image) if mask else None
+    return predict(image, config, mask=brain, model=_cached_model(config.weights), name=name).save(outdir, qc=qc)
 
 
 def _location(world: np.ndarray, config: CmbConfig) -> str:

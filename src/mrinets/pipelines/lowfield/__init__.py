@@ -17,6 +17,7 @@ images. Sci Rep 2023;13:21183.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -26,10 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrinets.data.phantoms.lowfield import HELD_OUT_SEED, WORK_MM, LowFieldPair, make_lowfield_pair, pair_from_t1
+from mrinets.data.phantoms.lowfield import (CONTRASTS, HELD_OUT_SEED, WORK_MM, LowFieldPair, make_lowfield_pair,
+                                            pair_from_t1)
 from mrinets.errors import ArgumentError
 from mrinets.io import Image, OutputStage, load, save, write_json
 from mrinets.io.nifti import from_array
+from mrinets.io.tables import csv_text
 from mrinets.metrics.image import nrmse, piqe_volume, psnr, ssim
 from mrinets.metrics.morphometry import abs_percent_difference, brain_mask, classify_tissue, icc, tissue_volumes
 from mrinets.physics.sampling import affine_resample, resample_to_voxel_size
@@ -43,6 +46,7 @@ from mrinets.pipelines.lowfield.model import (
 )
 
 __all__ = [
+    "CONTRASTS",
     "MODELS",
     "OUTPUT_NAMES",
     "WORK_MM",
@@ -56,6 +60,7 @@ __all__ = [
     "load_model",
     "phantom_pairs",
     "predict",
+    "predict_and_save",
     "save_weights",
     "train",
     "translate_volume",
@@ -169,18 +174,6 @@ class LowFieldResult:
             return [stage.final(n) for n in stage.names]
 
 
-def csv_text(rows: list[dict]) -> str:
-    """Rows (dicts with the same keys) as CSV text."""
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _measure_rows(measures: dict) -> list[dict]:
     rows = [{"measure": "piqe", "lowfield": measures["piqe"]["lowfield"], "synthetic": measures["piqe"]["synthetic"],
              "unit": "score (0 best)"}]
@@ -190,13 +183,30 @@ def _measure_rows(measures: dict) -> list[dict]:
     return rows
 
 
+def _check_contrast(contrast: str) -> None:
+    if contrast not in CONTRASTS:
+        raise ArgumentError("--contrast", f"must be one of {', '.join(CONTRASTS)}, got {contrast!r}")
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(weights: str | None, contrast: str) -> LowFieldModel:
+    return load_model(weights, contrast)
+
+
+def predict_and_save(image_path: str | Path, outdir: str | Path, *, contrast: str = "t1", weights: str | None = None,
+                     device: str = "auto", qc: bool = True) -> list[Path]:
+    """Load one scan, :func:`predict`, save: one subject of a batch (model loaded once per process)."""
+    _check_contrast(contrast)
+    image = load(image_path, ndim=3)
+    return predict(image, contrast=contrast, model=_cached_model(weights, contrast), device=device).save(outdir, qc=qc)
+
+
 def predict(image: Image | str | Path, *, contrast: str = "t1", model: LowFieldModel | None = None,
             weights: str | Path | None = None, device: str = "auto") -> LowFieldResult:
     """Translate one low-field scan to a synthetic 3 T image and measure both."""
     from mrinets.training.engine import resolve_device
 
-    if contrast not in ("t1", "t2"):
-        raise ArgumentError("--contrast", f"must be t1 or t2, got {contrast!r}")
+    _check_contrast(contrast)
     dev = resolve_device(device)
     if model is None:
         model = load_model(weights, contrast)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from mrinets.data.atlas import QUADRANT_NAMES, REGION_NAMES, mni_regions, quadra
 from mrinets.errors import ArgumentError, ConfigError
 from mrinets.io import OutputStage, write_json, write_text
 from mrinets.io.nifti import Image, save
+from mrinets.io.tables import csv_text
 from mrinets.physics.sampling import affine_resample
 from mrinets.pipelines.wmh.grid import (csf_reference, from_grid, grid_masks, grid_search, grid_wm, normalise, to_grid,
                                         wm_reference)
@@ -178,12 +177,7 @@ def bids_output_names(prefix: str) -> dict[str, str]:
 
 def measures_table(rows: list[dict]) -> str:
     """CSV text, one row per subject, columns in a fixed order."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return buffer.getvalue()
+    return csv_text(rows, float_format=".6g")
 
 
 def _measures(name: str, mask: np.ndarray, regions: np.ndarray, quadrant: np.ndarray, voxel_ml: float,
