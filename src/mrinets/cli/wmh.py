@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from mrinets.cli.common import (COMMANDS, add_common, finite_float, nonnegative_float, nonnegative_int, positive_float,
-                                 positive_int, share_float)
+                                 positive_int, reports_flags, share_float)
 from mrinets.data.phantoms.wmh import LESION_MODELS
 
 NAME = "wmh"
@@ -127,6 +127,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_evaluate)
 
 
+@reports_flags()
 def _predict(args: argparse.Namespace) -> int:
     from mrinets.errors import ArgumentError
     from mrinets.io import OutputStage, ensure_outdir, write_text
@@ -134,9 +135,9 @@ def _predict(args: argparse.Namespace) -> int:
     from mrinets.pipelines import wmh
     from mrinets.preprocess.mask import user_brain_mask
 
-    config = _config(weights=args.weights, threshold=args.threshold, method=args.method,
-                     baseline_k=args.baseline_k, device=args.device, flip=not args.no_flip,
-                     pv_trim=not args.no_pv_trim, grow=args.grow, grow_min_prob=args.grow_min_prob)
+    config = wmh.WmhConfig(weights=args.weights, threshold=args.threshold, method=args.method,
+                           baseline_k=args.baseline_k, device=args.device, flip=not args.no_flip,
+                           pv_trim=not args.no_pv_trim, grow=args.grow, grow_min_prob=args.grow_min_prob)
     images = [load(path, ndim=3) for path in args.t1]
     if args.brain_mask is not None and len(args.brain_mask) != len(images):
         raise ArgumentError("--brain-mask", f"{len(args.brain_mask)} mask(s) for {len(images)} T1(s); give one per T1")
@@ -167,23 +168,6 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-# WmhConfig's fields as ``mrinets wmh predict`` spells them.
-_FLAGS = {"threshold": "--threshold", "method": "--method", "baseline_k": "--baseline-k",
-          "grow_min_prob": "--grow-min-prob", "grow": "--grow"}
-
-
-def _config(**fields):
-    """:class:`WmhConfig` of the flags; a field it refuses is reported under its flag (exit 2)."""
-    from mrinets.errors import ArgumentError
-    from mrinets.pipelines.wmh.segment import ConfigError, WmhConfig
-
-    try:
-        return WmhConfig(**fields)
-    except ConfigError as exc:
-        problem = exc.problem.replace("pv_trim=False", "--no-pv-trim")
-        raise ArgumentError(_FLAGS.get(exc.field, exc.field), problem) from None
-
-
 def _read_pairs(path: str) -> list[tuple[str, str]]:
     from mrinets.io.tables import read_tsv
 
@@ -191,6 +175,7 @@ def _read_pairs(path: str) -> list[tuple[str, str]]:
     return [(str(base / r["t1"]), str(base / r["flair_label"])) for r in read_tsv(path, required=("t1", "flair_label"))]
 
 
+@reports_flags()
 def _train(args: argparse.Namespace) -> int:
     import shlex
 
@@ -216,7 +201,7 @@ def _train(args: argparse.Namespace) -> int:
         raise ArgumentError("--tilt", "needs the super-resolution loss (the naive labels are not carried along)")
     if args.phantoms == 0 and not args.pairs:
         raise ArgumentError("mrinets wmh train", "give --phantoms N and/or --pairs TSV")
-    _config(grow_min_prob=args.grow_min_prob)  # predict's check of the value, before hours of training
+    wmh.WmhConfig(grow_min_prob=args.grow_min_prob)  # predict's check of the value, before hours of training
     config = wmh.WmhTrainConfig(loss=args.loss, epochs=args.epochs, samples_per_subject=args.samples_per_subject,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, two_step=not args.one_step,
                                 recalibrate=not args.no_recalibrate, second_temperature=args.second_temperature,

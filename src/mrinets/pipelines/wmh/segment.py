@@ -68,7 +68,7 @@ class WmhConfig:
         if self.grow_min_prob is not None and not 0 < self.grow_min_prob < 1:
             raise ConfigError("grow_min_prob", f"must lie in (0, 1), got {self.grow_min_prob:g}")
         if self.grow and not self.pv_trim:
-            raise ConfigError("grow", "grows the trimmed mask; it cannot go with pv_trim=False")
+            raise ConfigError("grow", "grows the trimmed mask, so it needs the partial-volume trim")
         if self.grow is None:
             self.grow = self.pv_trim
 
