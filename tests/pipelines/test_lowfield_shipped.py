@@ -105,3 +105,12 @@ def test_cli_batch_lowfield_gathers_measures(tmp_path, shipped):
     before = (out / "sub-a" / "synthetic_3t.nii.gz").stat().st_mtime_ns
     assert main(argv) == 0
     assert (out / "sub-a" / "synthetic_3t.nii.gz").stat().st_mtime_ns == before
+
+
+def test_cli_batch_lowfield_refuses_a_row_of_unknown_contrast(tmp_path, capsys):
+    (tmp_path / "subjects.tsv").write_text("subject\timage\tcontrast\nsub-a\ta.nii.gz\tflair\n")
+    out = tmp_path / "out"
+    assert main(["batch", "lowfield", str(tmp_path / "subjects.tsv"), "--out", str(out), "--workers", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "subjects.tsv:2: contrast" in err and "flair" in err
+    assert not (out / "sub-a" / "synthetic_3t.nii.gz").exists()

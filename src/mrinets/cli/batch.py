@@ -229,7 +229,7 @@ def _run_microstructure(args: argparse.Namespace, rows, resolve, out: Path, tabl
 
 def _run_lowfield(args: argparse.Namespace, rows, resolve, out: Path, table: Path) -> int:
     from mrinets.batch import Task, refused_task
-    from mrinets.errors import ArgumentError
+    from mrinets.errors import ArgumentError, InputError
     from mrinets.io import write_text
     from mrinets.pipelines import lowfield
 
@@ -237,9 +237,11 @@ def _run_lowfield(args: argparse.Namespace, rows, resolve, out: Path, table: Pat
     for row in rows:
         outdir = out / row["subject"]
         contrast = row.get("contrast") or "t1"
-        if contrast not in lowfield.CONTRASTS:
-            tasks.append(refused_task(row["subject"], outdir, ArgumentError(
-                f"{table}:{row.line}: contrast", f"must be one of {', '.join(lowfield.CONTRASTS)}, got {contrast!r}")))
+        try:
+            lowfield.check_contrast(contrast)
+        except InputError as exc:
+            tasks.append(refused_task(row["subject"], outdir, ArgumentError(f"{table}:{row.line}: contrast",
+                                                                            exc.problem)))
             continue
         tasks.append(Task(name=row["subject"], outdir=outdir, run=functools.partial(
             lowfield.predict_and_save, resolve(row["image"]), outdir, contrast=contrast, weights=args.weights)))

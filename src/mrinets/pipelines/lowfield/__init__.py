@@ -47,6 +47,7 @@ from mrinets.pipelines.lowfield.model import (
 
 __all__ = [
     "CONTRASTS",
+    "check_contrast",
     "MODELS",
     "OUTPUT_NAMES",
     "WORK_MM",
@@ -183,7 +184,8 @@ def _measure_rows(measures: dict) -> list[dict]:
     return rows
 
 
-def _check_contrast(contrast: str) -> None:
+def check_contrast(contrast: str) -> None:
+    """Refuse (under ``--contrast``) a contrast no weights are made for."""
     if contrast not in CONTRASTS:
         raise ArgumentError("--contrast", f"must be one of {', '.join(CONTRASTS)}, got {contrast!r}")
 
@@ -196,7 +198,7 @@ def _cached_model(weights: str | None, contrast: str) -> LowFieldModel:
 def predict_and_save(image_path: str | Path, outdir: str | Path, *, contrast: str = "t1", weights: str | None = None,
                      device: str = "auto", qc: bool = True) -> list[Path]:
     """Load one scan, :func:`predict`, save: one subject of a batch (model loaded once per process)."""
-    _check_contrast(contrast)
+    check_contrast(contrast)
     image = load(image_path, ndim=3)
     return predict(image, contrast=contrast, model=_cached_model(weights, contrast), device=device).save(outdir, qc=qc)
 
@@ -206,7 +208,7 @@ def predict(image: Image | str | Path, *, contrast: str = "t1", model: LowFieldM
     """Translate one low-field scan to a synthetic 3 T image and measure both."""
     from mrinets.training.engine import resolve_device
 
-    _check_contrast(contrast)
+    check_contrast(contrast)
     dev = resolve_device(device)
     if model is None:
         model = load_model(weights, contrast)
