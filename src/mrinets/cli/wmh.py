@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import sys
-from pathlib import Path
 
 from mrinets.cli.common import (COMMANDS, add_common, finite_float, nonnegative_float, nonnegative_int, positive_float,
                                  positive_int, reports_flags, share_float)
@@ -15,6 +13,8 @@ from mrinets.data.phantoms.wmh import LESION_MODELS
 
 NAME = "wmh"
 log = logging.getLogger(__name__)
+# Fields of WmhTrainRun and WmhTrainConfig whose flag is not "--" + the field with dashes.
+_TRAIN_FLAGS = {"subjects": "mrinets wmh train", "two_step": "--one-step", "recalibrate": "--no-recalibrate"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -168,199 +168,24 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_pairs(path: str) -> list[tuple[str, str]]:
-    from mrinets.io.tables import read_tsv
-
-    base = Path(path).parent
-    return [(str(base / r["t1"]), str(base / r["flair_label"])) for r in read_tsv(path, required=("t1", "flair_label"))]
-
-
-@reports_flags()
+@reports_flags(_TRAIN_FLAGS)
 def _train(args: argparse.Namespace) -> int:
-    import shlex
-
-    from mrinets.errors import ArgumentError
-    from mrinets.io import ensure_outdir, write_json, write_text
     from mrinets.pipelines import wmh
-    from mrinets.pipelines.wmh.card import CARD_BASELINE_K, earlier_first_steps, model_card_text
 
-    if args.phantoms < 0 or args.test_phantoms < 0:
-        raise ArgumentError("--phantoms", "counts must not be negative")
-    if args.workers < 1:
-        raise ArgumentError("--workers", f"must be at least 1, got {args.workers}")
-    if min(args.channels) < 1:
-        raise ArgumentError("--channels", f"must be positive, got {' '.join(map(str, args.channels))}")
-    for flag, used in (("--dense-weight", args.dense_weight), ("--unscore-unmarked", args.unscore_unmarked),
-                       ("--centre-thresholds", args.centre_thresholds), ("--mask-thresholds", args.mask_thresholds)):
-        if used and (args.loss == "naive" or args.one_step):
-            raise ArgumentError(flag, "needs the super-resolution loss and the second step")
-    for flag, used in (("--centre-thresholds", args.centre_thresholds), ("--mask-thresholds", args.mask_thresholds)):
-        if used and args.no_recalibrate:
-            raise ArgumentError(flag, "needs the label fit (drop --no-recalibrate)")
-    if args.tilt and args.loss == "naive":
-        raise ArgumentError("--tilt", "needs the super-resolution loss (the naive labels are not carried along)")
-    if args.phantoms == 0 and not args.pairs:
-        raise ArgumentError("mrinets wmh train", "give --phantoms N and/or --pairs TSV")
-    wmh.WmhConfig(grow_min_prob=args.grow_min_prob)  # predict's check of the value, before hours of training
     config = wmh.WmhTrainConfig(loss=args.loss, epochs=args.epochs, samples_per_subject=args.samples_per_subject,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, two_step=not args.one_step,
                                 recalibrate=not args.no_recalibrate, second_temperature=args.second_temperature,
                                 tilt=args.tilt, dense_weight=args.dense_weight,
-                                unscore_unmarked=args.unscore_unmarked,
-                                centre_thresholds=args.centre_thresholds, mask_thresholds=args.mask_thresholds,
-                                channels=tuple(args.channels),
-                                device=args.device,
-                                quiet=args.quiet)
-    init = _load_init(args.init, config) if args.init else None
-    first = None
-    if args.first_step:
-        if args.one_step:
-            raise ArgumentError("--first-step", "needs the second step (drop --one-step)")
-        first = _load_first_step(args.first_step, config, args)
-    out = ensure_outdir(args.out)
-    # The canonical command, every option spelled out, so the card's line reproduces the weights.
-    command = "mrinets wmh train " + " ".join(shlex.quote(a) for a in _train_argv(args))
-    pairs = _read_pairs(args.pairs) if args.pairs else []
-    subjects = [wmh.pair_subject(t1, label) for t1, label in pairs]
-    seeds = range(args.seed_start, args.seed_start + args.phantoms)
-    subjects += wmh.phantom_subjects(seeds, workers=args.workers, quiet=args.quiet,
-                                     make=functools.partial(wmh.phantom_subject, lesions=args.phantom_lesions))
-    if set(seeds) & set(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + args.test_phantoms)):
-        raise ArgumentError("--seed-start", "training seeds overlap the held-out test seeds")
-    # The first step is kept as soon as it exists (the ablation benchmark scores it, and a stop loses less).
-    first_card = first.card if first is not None else {"command": "first step of: " + command,
-                                                         "subjects": _subjects(args)}
-
-    def save_first(first_model):
-        wmh.save_weights(first_model, config, out / "wmh_t1_step1.pt", first_card)
-
-    model, report, _ = wmh.train(subjects, config, first=None if first is None else first.network,
-                                 on_first=save_first if config.two_step else None,
-                                 init=None if init is None else init.network.state_dict())
-    card = {"command": command, "first_step_command": first_card["command"].removeprefix("first step of: "),
-            "earlier_first_step_commands": earlier_first_steps(first_card),
-            "train_seconds": report["train_seconds"], "config": report["config"], "subjects": _subjects(args),
-            "dropped_by_two_step": report.get("dropped", []), "n_subjects": len(subjects),
-            "label_recalibration": report.get("recalibration", {}),
-            "mask_thresholds": report.get("mask_thresholds", {})}
-    if args.grow_min_prob is not None:
-        card["grow_min_prob"] = args.grow_min_prob
-    if args.phantom_lesions != "wmh":
-        card["phantom_lesions"] = args.phantom_lesions
-    if init is not None:
-        card["init"] = {"weights": args.init, "command": init.card.get("command", ""),
-                        "first_step_command": init.card.get("first_step_command", ""), "init": init.card.get("init")}
-    if args.test_phantoms:
-        test_seeds = list(range(wmh.TEST_SEED_START, wmh.TEST_SEED_START + args.test_phantoms))
-        scores = wmh.evaluate_phantoms({"network": wmh.WmhModel(model, config.patch_size, card)}, test_seeds,
-                                       baseline_k=CARD_BASELINE_K, device=args.device)
-        card["held_out"] = scores["summary"]
-        card["held_out_seeds"] = test_seeds
-        card["held_out_mirror_pass"] = scores["mirror_pass"]
-        card["held_out_window_overlap"] = scores["window_overlap"]
-        card["held_out_pv_trim"] = scores["pv_trim"]
-        card["held_out_grow"] = scores["grow"]
-        report["held_out"] = scores
-    weights = wmh.save_weights(model, config, out / "wmh_t1.pt", card)
-    write_json(out / "train_report.json", report)
-    write_text(out / "wmh_t1.md", model_card_text(card))
+                                unscore_unmarked=args.unscore_unmarked, centre_thresholds=args.centre_thresholds,
+                                mask_thresholds=args.mask_thresholds, channels=tuple(args.channels),
+                                device=args.device, quiet=args.quiet)
+    run = wmh.WmhTrainRun(out=args.out, phantoms=args.phantoms, seed_start=args.seed_start, pairs=args.pairs,
+                          phantom_lesions=args.phantom_lesions, first_step=args.first_step, init=args.init,
+                          grow_min_prob=args.grow_min_prob, test_phantoms=args.test_phantoms, workers=args.workers)
+    weights = wmh.train_and_save(config, run)
     if not args.quiet:
         print(f"mrinets wmh train: wrote {weights}")
     return 0
-
-
-def _train_argv(args: argparse.Namespace) -> list[str]:
-    from mrinets.pipelines.wmh import WmhTrainConfig
-
-    argv = ["--out", str(args.out), "--phantoms", str(args.phantoms), "--seed-start", str(args.seed_start),
-            "--loss", args.loss, "--epochs", str(args.epochs), "--samples-per-subject", str(args.samples_per_subject),
-            "--batch-size", str(args.batch_size), "--lr", f"{args.lr:g}", "--seed", str(args.seed),
-            "--test-phantoms", str(args.test_phantoms)]
-    if args.pairs:
-        argv += ["--pairs", args.pairs]
-    if args.one_step:
-        argv.append("--one-step")
-    if args.no_recalibrate:
-        argv.append("--no-recalibrate")
-    if args.second_temperature is not None:
-        argv += ["--second-temperature", f"{args.second_temperature:g}"]
-    if args.tilt:
-        argv += ["--tilt", f"{args.tilt:g}"]
-    if args.dense_weight:
-        argv += ["--dense-weight", f"{args.dense_weight:g}"]
-    if args.unscore_unmarked:
-        argv.append("--unscore-unmarked")
-    if args.centre_thresholds:
-        argv.append("--centre-thresholds")
-    if args.mask_thresholds:
-        argv.append("--mask-thresholds")
-    if args.grow_min_prob is not None:
-        argv += ["--grow-min-prob", f"{args.grow_min_prob:g}"]
-    if tuple(args.channels) != WmhTrainConfig.channels:
-        argv += ["--channels", *map(str, args.channels)]
-    if args.first_step:
-        argv += ["--first-step", args.first_step]
-    if args.phantom_lesions != "wmh":
-        argv += ["--phantom-lesions", args.phantom_lesions]
-    if args.init:
-        argv += ["--init", args.init]
-    return argv
-
-
-def _load_init(path: str, config):
-    """The network ``--init`` names, checked to fit this run's channels and patch size."""
-    from mrinets.errors import ArgumentError
-    from mrinets.pipelines import wmh
-    from mrinets.pipelines.wmh.network import build_network
-
-    try:
-        model = wmh.load_model(path)
-    except ArgumentError as exc:
-        raise ArgumentError("--init", exc.problem) from None
-    try:
-        build_network(config.channels).load_state_dict(model.network.state_dict())
-    except RuntimeError:
-        raise ArgumentError("--init", f"{path} has other channels than this run (--channels)") from None
-    if tuple(model.patch_size) != config.patch_size:
-        raise ArgumentError("--init", f"{path} was trained on other patches ({model.patch_size})")
-    return model
-
-
-def _load_first_step(path: str, config, args: argparse.Namespace):
-    import shlex
-
-    from mrinets.errors import ArgumentError
-    from mrinets.pipelines import wmh
-
-    try:
-        model = wmh.load_model(path)
-    except ArgumentError as exc:
-        raise ArgumentError("--first-step", exc.problem) from None
-    command = model.card.get("command", "").removeprefix("first step of: ")
-    if tuple(model.patch_size) != config.patch_size or not command.startswith("mrinets wmh train "):
-        raise ArgumentError("--first-step", f"{path} is not a network saved by `mrinets wmh train`")
-    # Its labels are fitted against that network, so it must have been trained on the same subjects. Cards
-    # written before they held the subjects as JSON give them only in their command line.
-    theirs = model.card.get("subjects")
-    if theirs is None:
-        subjects = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-        subjects.add_argument("--phantoms", type=int, default=0)
-        subjects.add_argument("--seed-start", type=int, default=1000)
-        subjects.add_argument("--pairs")
-        theirs = _subjects(subjects.parse_known_args(shlex.split(command.removeprefix("mrinets wmh train ")))[0])
-
-    def who(a: dict) -> str:
-        pairs = f" and pairs {Path(a['pairs']).name}" if a.get("pairs") else ""
-        return f"{a['phantoms']} phantoms from seed {a['seed_start']}{pairs}"
-
-    if who(theirs) != who(_subjects(args)):
-        raise ArgumentError("--first-step", f"{path} was trained on {who(theirs)}, this run on {who(_subjects(args))}")
-    return model
-
-
-def _subjects(args: argparse.Namespace) -> dict:
-    """The training subjects of a ``train`` run, as the model card stores them (JSON)."""
-    return {"phantoms": args.phantoms, "seed_start": args.seed_start, "pairs": args.pairs}
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -1,11 +1,13 @@
 """White-matter hypointensities on 3D T1, taught from thick-slice 2D FLAIR labels (deep-T1-WMH).
 
 Faces: :func:`predict` (one T1, an Image or a path -> :class:`Result` with
-``.save(outdir)``), :func:`train` (phantoms or user T1 + FLAIR-label pairs ->
-network and report; ``mrinets wmh train`` adds the weights file and model card)
-and :func:`evaluate` (predicted masks against true ones, or held-out phantoms
-scored at 1 mm against their high-resolution truth, network beside the classic
-intensity baseline: :func:`evaluate_phantoms`).
+``.save(outdir)``), :func:`train` (prepared subjects -> network and report),
+:func:`train_and_save` (what ``mrinets wmh train`` runs: phantoms and/or user
+T1 + FLAIR-label pairs -> weights file, model card and report; a
+:class:`WmhTrainRun` says which subjects and where) and :func:`evaluate`
+(predicted masks against true ones, or held-out phantoms scored at 1 mm
+against their high-resolution truth, network beside the classic intensity
+baseline: :func:`evaluate_phantoms`).
 
 References
 ----------
@@ -33,10 +35,12 @@ from mrinets.pipelines.wmh.model import LOSSES, WmhTrainConfig, train_two_step
 from mrinets.pipelines.wmh.segment import (DEFAULT_WEIGHTS, OUTPUT_SUFFIXES, PREDICT_OVERLAP, ConfigError, WmhConfig,
                                            WmhModel, WmhResult, bids_output_names, load_model, measures_table,
                                            output_names, predict)
+from mrinets.pipelines.wmh.workflow import WmhTrainRun, train_and_save, train_command
 
 __all__ = ["WmhConfig", "ConfigError", "Result", "WmhResult", "WmhModel", "WmhTrainConfig", "LOSSES", "predict",
            "predict_and_save", "load_model", "train", "evaluate", "phantom_subject", "phantom_subjects",
-           "pair_subject", "evaluate_phantoms", "score_masks", "save_weights", "measures_table",
+           "pair_subject", "WmhTrainRun", "train_and_save", "train_command", "evaluate_phantoms", "score_masks",
+           "save_weights", "measures_table",
            "output_names", "bids_output_names", "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES", "TRAIN_CROP",
            "TEST_SEED_START"]
 

@@ -10,6 +10,7 @@ import torch
 from scipy import ndimage, optimize
 
 from mrinets.data.phantoms.head import rotation_matrix
+from mrinets.errors import ConfigError
 from mrinets.metrics.segmentation import dice
 from mrinets.nets.unet3d import UNet3D
 from mrinets.pipelines.wmh.data import (NaiveLabelPatches, SliceLabelPatches, TrainingSubject,
@@ -60,27 +61,31 @@ class WmhTrainConfig:
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+            raise ConfigError("loss", f"must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if any(p % 8 for p in self.patch_size):
-            raise ValueError(f"patch_size must be multiples of 8 (three 2x poolings), got {self.patch_size}")
+            raise ConfigError("patch_size", f"must be multiples of 8 (three 2x poolings), got {self.patch_size}")
         self.channels = tuple(int(c) for c in self.channels)
         self.patch_size = tuple(int(p) for p in self.patch_size)
         self.block = tuple(int(b) for b in self.block)
+        if min(self.channels) < 1:
+            raise ConfigError("channels", f"must be positive, got {' '.join(map(str, self.channels))}")
         if not 0.0 <= self.tilt <= 1.0:
-            raise ValueError(f"tilt must be a share between 0 and 1, got {self.tilt}")
+            raise ConfigError("tilt", f"must be a share between 0 and 1, got {self.tilt}")
         if self.tilt and self.loss == "naive":
-            raise ValueError("tilt needs the super-resolution loss (the naive labels are not carried along)")
+            raise ConfigError("tilt", "needs the super-resolution loss (the naive labels are not carried along)")
         if not self.dense_weight >= 0:
-            raise ValueError(f"dense_weight must not be negative, got {self.dense_weight}")
+            raise ConfigError("dense_weight", f"must not be negative, got {self.dense_weight}")
         for name, used in (("dense_weight", self.dense_weight), ("unscore_unmarked", self.unscore_unmarked),
                            ("centre_thresholds", self.centre_thresholds), ("mask_thresholds", self.mask_thresholds)):
             if used and (self.loss == "naive" or not self.two_step):
-                raise ValueError(f"{name} needs the super-resolution loss and the second step")
+                raise ConfigError(name, "needs the super-resolution loss and the second step")
         for name, used in (("centre_thresholds", self.centre_thresholds), ("mask_thresholds", self.mask_thresholds)):
             if used and not self.recalibrate:
-                raise ValueError(f"{name} needs the label fit (recalibrate)")
-        if not self.temperature > 0 or (self.second_temperature is not None and not self.second_temperature > 0):
-            raise ValueError("temperatures must be positive")
+                raise ConfigError(name, "needs the label fit (drop --no-recalibrate)")
+        if not self.temperature > 0:
+            raise ConfigError("temperature", f"must be positive, got {self.temperature}")
+        if self.second_temperature is not None and not self.second_temperature > 0:
+            raise ConfigError("second_temperature", f"must be positive, got {self.second_temperature}")
 
 
 def acquire_label(prob: np.ndarray, subject: TrainingSubject, idx: np.ndarray,
