@@ -59,6 +59,7 @@ def good(tmp_path_factory) -> dict[str, Path]:
         nib.save(nib.Nifti1Image(rng.random((8, 8, 8)).astype(np.float32), DWI_AFFINE), noddi / f"{p}.nii.gz")
     nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.uint8), DWI_AFFINE), noddi / "mask.nii.gz")
     files["noddi"] = noddi
+    files["wmh_weights"] = Path(__file__).resolve().parents[2] / "src" / "mrinets" / "weights" / "wmh_t1.pt"
     return files
 
 
@@ -167,6 +168,7 @@ FILE_SLOTS = [
     ("wmh train", "table", ["wmh", "train", "--pairs", "{bad}", "--epochs", "1", "--out", "{out}"]),
     ("wmh train", "weights", ["wmh", "train", "--phantoms", "1", "--first-step", "{bad}", "--out", "{out}"]),
     ("wmh train", "weights", ["wmh", "train", "--phantoms", "1", "--init", "{bad}", "--out", "{out}"]),
+    ("wmh tune", "weights", ["wmh", "tune", "--weights", "{bad}", "--out", "{out}"]),
     ("microstructure fit", "nifti", ["microstructure", "fit", "{bad}", "--bval", "{bval}", "--bvec", "{bvec}",
                                      "--out", "{out}"]),
     ("microstructure fit", "nifti", ["microstructure", "fit", "{dwi}", "--bval", "{bval}", "--bvec", "{bvec}",
@@ -349,6 +351,16 @@ OPTION_CASES = [
     ("wmh train", ["wmh", "train", "--phantoms", "1", "--batch-size", "0", "--out", "{out}"], "--batch-size"),
     ("wmh train", ["wmh", "train", "--phantoms", "1", "--phantom-lesions", "x", "--out", "{out}"], "--phantom-lesions"),
     ("phantom wmh", ["phantom", "wmh", "--seed", "1", "--lesions", "x", "--out", "{out}"], "--lesions"),
+    ("wmh tune", ["wmh", "tune", "--weights", "{wmh_weights}", "--grid", "1.5", "--out", "{out}"], "--grid"),
+    ("wmh tune", ["wmh", "tune", "--weights", "{wmh_weights}", "--grid", "x", "--out", "{out}"], "--grid"),
+    ("wmh tune", ["wmh", "tune", "--weights", "{wmh_weights}", "--phantoms", "0", "--out", "{out}"], "--phantoms"),
+    ("wmh tune", ["wmh", "tune", "--weights", "{wmh_weights}", "--seed-start", "899999", "--out", "{out}"],
+     "--seed-start: tuning seeds must stay below"),
+    ("wmh tune", ["wmh", "tune", "--weights", "{wmh_weights}", "--seed-start", "1995", "--out", "{out}"],
+     "--seed-start: seeds 2000..2006 trained this network"),
+    ("wmh tune", ["wmh", "tune", "--weights", "{wmh_weights}", "--phantom-lesions", "x", "--out", "{out}"],
+     "--phantom-lesions"),
+    ("wmh tune", ["wmh", "tune", "--weights", "{wmh_weights}", "--out", "{file}"], "exists and is not a folder"),
     ("wmh evaluate", ["wmh", "evaluate", "--pred", "{mask}", "--truth", "{mask}", "{mask}"], "--truth"),
     ("microstructure pretrain", ["microstructure", "pretrain", "--subjects", "0", "--out", "{out}"], "--subjects"),
     ("microstructure pretrain", ["microstructure", "pretrain", "--epochs", "0", "--out", "{out}"], "--epochs"),

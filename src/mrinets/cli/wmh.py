@@ -118,6 +118,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_common(t)
     t.set_defaults(func=_train)
 
+    u = cmds.add_parser(
+        "tune", help="choose predict's growth floor for a network on tuning phantoms (weights unchanged)",
+        description="Run the network once on posed tuning phantoms of each lesion model (registration included), "
+        "score every growth floor of the grid on those probability maps (trim and growth only), choose one by the "
+        "rule in docs/wmh-history.md (best mean Dice over the lesion models, near-ties to the higher floor) and "
+        "write the weights again with the choice, its command and the grid's scores on the card (wmh_t1.pt, "
+        "wmh_t1.md, tune_report.json).")
+    u.add_argument("--weights", required=True, help="weights file from `mrinets wmh train` (e.g. the shipped one)")
+    u.add_argument("--out", required=True, help="output folder")
+    u.add_argument("--phantoms", type=positive_int, default=6, help="tuning phantoms per lesion model (default 6)")
+    u.add_argument("--seed-start", type=nonnegative_int, default=700_000,
+                   help="first tuning seed (default 700000; seeds run on from model to model, below 900000)")
+    u.add_argument("--phantom-lesions", nargs="+", choices=LESION_MODELS, default=list(LESION_MODELS),
+                   help="lesion models of the tuning phantoms (default: all)")
+    u.add_argument("--grid", nargs="+", type=_floor, default=[None, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5],
+                   metavar="FLOOR", help="floors to score, 'none' for no growth (default: none 0.05 0.1 0.15 0.2 "
+                                         "0.3 0.5)")
+    u.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_common(u)
+    u.set_defaults(func=_tune)
+
     e = cmds.add_parser("evaluate", help="Dice, lesion-wise TPR/FPR, the volume of each error kind (missed lesions, "
                                          "false-positive lesions, edges) and volume agreement of masks against truth")
     e.add_argument("--pred", required=True, nargs="+", help="predicted masks (NIfTI)")
@@ -185,6 +206,36 @@ def _train(args: argparse.Namespace) -> int:
     weights = wmh.train_and_save(config, run)
     if not args.quiet:
         print(f"mrinets wmh train: wrote {weights}")
+    return 0
+
+
+def _floor(text: str) -> float | None:
+    return None if text == "none" else finite_float(text)
+
+
+@reports_flags()
+def _tune(args: argparse.Namespace) -> int:
+    from mrinets.io import ensure_outdir
+    from mrinets.pipelines import wmh
+    from mrinets.pipelines.wmh import tune
+    from mrinets.training.engine import resolve_device
+
+    grid = args.grid
+    model = wmh.load_model(args.weights)
+    # Every flag is checked before the output folder is made and the phantoms are simulated.
+    tune.check_tuning(model, args.phantoms, args.seed_start, args.phantom_lesions, grid)
+    ensure_outdir(args.out)
+    command = tune.tune_command(args.weights, args.out, phantoms=args.phantoms, seed_start=args.seed_start,
+                                lesion_models=args.phantom_lesions, grid=grid)
+    report = tune.tune_growth(model, phantoms=args.phantoms, seed_start=args.seed_start,
+                              lesion_models=args.phantom_lesions, grid=grid,
+                              device=str(resolve_device(args.device)), quiet=args.quiet)
+    path = tune.save_tuned(args.weights, args.out, report, command)
+    if not args.quiet:
+        for label, s in report["scores"].items():
+            print(f"floor {label:>5}: mean Dice {s['dice']:.4f} ("
+                  + ", ".join(f"{m} {v['dice_mean']:.4f}" for m, v in s["by_lesions"].items()) + ")")
+        print(f"mrinets wmh tune: chose {tune.floor_label(report['chosen'])}; wrote {path}")
     return 0
 
 

@@ -35,12 +35,13 @@ from mrinets.pipelines.wmh.model import LOSSES, WmhTrainConfig, train_two_step
 from mrinets.pipelines.wmh.segment import (DEFAULT_WEIGHTS, OUTPUT_SUFFIXES, PREDICT_OVERLAP, ConfigError, WmhConfig,
                                            WmhModel, WmhResult, bids_output_names, load_model, measures_table,
                                            output_names, predict)
+from mrinets.pipelines.wmh.tune import tune_growth
 from mrinets.pipelines.wmh.workflow import WmhTrainRun, train_and_save, train_command
 
 __all__ = ["WmhConfig", "ConfigError", "Result", "WmhResult", "WmhModel", "WmhTrainConfig", "LOSSES", "predict",
            "predict_and_save", "load_model", "train", "evaluate", "phantom_subject", "phantom_subjects",
            "pair_subject", "WmhTrainRun", "train_and_save", "train_command", "evaluate_phantoms", "score_masks",
-           "save_weights", "measures_table",
+           "summarise", "tune_growth", "save_weights", "measures_table",
            "output_names", "bids_output_names", "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES", "TRAIN_CROP",
            "TEST_SEED_START"]
 
@@ -154,6 +155,19 @@ def score_masks(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict:
             "pred_ml": float(pred.sum()) * voxel_ml, "true_ml": float(truth.sum()) * voxel_ml}
 
 
+def summarise(rows: Sequence[dict]) -> dict:
+    """Mean Dice (and SD), lesion TPR and FPR, error volumes and volume agreement of :func:`score_masks` rows."""
+    return {
+        "dice_mean": float(np.mean([r["dice"] for r in rows])),
+        "dice_sd": float(np.std([r["dice"] for r in rows])),
+        "lesion_tpr_mean": float(np.mean([r["tpr"] for r in rows])),
+        "lesion_fpr_mean": float(np.mean([r["fpr"] for r in rows])),
+        **{f"{kind}_ml_mean": float(np.mean([r[f"{kind}_ml"] for r in rows])) for kind in ERROR_KINDS},
+        **{f"volume_{k}": v for k, v in volume_agreement([r["pred_ml"] for r in rows],
+                                                         [r["true_ml"] for r in rows]).items()},
+    }
+
+
 def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, baseline_k: float | None = 3.0,
                       register: bool = True, device: str = "auto", flip: bool = True,
                       pv_trim: bool = True, grow: bool | None = None, lesions: str = "wmh") -> dict:
@@ -187,17 +201,7 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
             row = {"seed": seed, **score_masks(result.mask, truth, voxel_ml)}
             per_subject[name].append(row)
             log.info("seed %d %s: Dice %.3f", seed, name, row["dice"])
-    summary = {}
-    for name, rows in per_subject.items():
-        summary[name] = {
-            "dice_mean": float(np.mean([r["dice"] for r in rows])),
-            "dice_sd": float(np.std([r["dice"] for r in rows])),
-            "lesion_tpr_mean": float(np.mean([r["tpr"] for r in rows])),
-            "lesion_fpr_mean": float(np.mean([r["fpr"] for r in rows])),
-            **{f"{kind}_ml_mean": float(np.mean([r[f"{kind}_ml"] for r in rows])) for kind in ERROR_KINDS},
-            **{f"volume_{k}": v for k, v in volume_agreement([r["pred_ml"] for r in rows],
-                                                             [r["true_ml"] for r in rows]).items()},
-        }
+    summary = {name: summarise(rows) for name, rows in per_subject.items()}
     return {"seeds": list(seeds), "lesions": lesions, "mirror_pass": flip, "window_overlap": list(PREDICT_OVERLAP),
             "pv_trim": pv_trim, "grow": grow, "summary": summary, "subjects": per_subject}
 

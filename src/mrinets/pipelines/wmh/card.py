@@ -36,8 +36,8 @@ def model_card_text(card: dict) -> str:
              "## Use", "",
              "`mrinets wmh predict T1.nii.gz --out DIR` (this file is the default), or `--weights` for another",
              "file from `mrinets wmh train`. Loaded with `torch.load(..., weights_only=True)`.",
-             f"`predict` grows the mask into voxels these weights give at least {card_grow_min_prob(card):g}"
-             + (" (`--grow-min-prob` of the command above)." if "grow_min_prob" in card else "."), "",
+             *_growth_use_lines(card), "",
+             *_tuning_lines(card.get("grow_tuning")),
              "## Configuration", "", "```json", json.dumps(card["config"], indent=2), "```", "",
              *_subject_lines(card)]
     if "held_out" in card:
@@ -70,6 +70,33 @@ _MS_LESION_LINES = [
     "random deformation, with the `ms` lesion model (--phantom-lesions ms): ovoid lesions at the horns,",
     "across the ventricle wall, deep and juxtacortical, each at its own T1 level (0.62-0.97 of white",
     "matter at the edge, darker inside; docs/wmh.md has how it was measured on a real MS patient),"]
+
+
+def _growth_use_lines(card: dict) -> list[str]:
+    where = " (chosen by `mrinets wmh tune`, below)" if "grow_tuning" in card else (
+        " (`--grow-min-prob` of the command above)" if "grow_min_prob" in card else "")
+    if not card.get("grow", True):
+        return [f"`predict` does not grow the mask with these weights{where}; `--grow-min-prob P` grows it."]
+    return [f"`predict` grows the mask into voxels these weights give at least {card_grow_min_prob(card):g}{where}."]
+
+
+def _tuning_lines(tuning: dict | None) -> list[str]:
+    """The growth floor's choice on tuning phantoms: command, rule, every floor's score."""
+    if not tuning:
+        return []
+    models = list(tuning["seeds"])
+    lines = ["## Growth floor chosen on tuning phantoms", "",
+             "The weights above are unchanged; `predict`'s growth floor was chosen for them by:", "", "```",
+             tuning["command"], "```", "",
+             "Seeds: " + "; ".join(f"{m} phantoms {s[0]}..{s[-1]}" for m, s in tuning["seeds"].items())
+             + f". Rule (written before the scores): {tuning['rule']}.",
+             f"Chosen: **{tuning['chosen']}** (before: {tuning['before']}).", "",
+             "| floor | mean Dice | " + " | ".join(f"Dice, {m} phantoms" for m in models) + " | volume bias (mL) |",
+             "|---" * (len(models) + 3) + "|"]
+    for label, s in tuning["scores"].items():
+        lines.append(f"| {label} | {s['dice']:.4f} | " + " | ".join(f"{s[m]:.4f}" for m in models)
+                     + f" | {s['volume_bias_ml']:+.2f} |")
+    return [*lines, ""]
 
 
 def _init_lines(init: dict | None) -> list[str]:

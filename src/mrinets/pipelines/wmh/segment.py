@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from mrinets.pipelines.wmh.network import build_network, predict_logits
 from mrinets.training.engine import read_weights
 
 __all__ = ["WmhConfig", "ConfigError", "WmhResult", "WmhModel", "load_model", "predict", "box_logits", "baseline_grid",
-           "box_mask", "pv_band", "trim_partial_volume", "grow_in_white_matter", "card_grow_min_prob", "measures_table",
+           "box_mask", "pv_band", "trim_partial_volume", "grow_in_white_matter", "card_grow_min_prob", "MaskInputs",
+           "mask_from", "mask_inputs", "measures_table",
            "output_names", "bids_output_names", "DEFAULT_WEIGHTS", "OUTPUT_SUFFIXES"]
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "wmh_t1.pt"
@@ -80,6 +82,11 @@ class WmhModel:
     network: torch.nn.Module
     patch_size: tuple[int, int, int]
     card: dict
+
+    @property
+    def grows(self) -> bool:
+        """False when the card says ``predict`` should not grow this network's mask (``mrinets wmh tune``)."""
+        return bool(self.card.get("grow", True))
 
     @property
     def grow_min_prob(self) -> float:
@@ -304,6 +311,70 @@ def box_mask(model: WmhModel, box: np.ndarray, *, device: str = "cpu") -> np.nda
     return grow_in_white_matter(mask, prob, box, grid_wm(), csf, min_prob=model.grow_min_prob)
 
 
+@dataclass
+class MaskInputs:
+    """What a network's mask is made from on the T1's grid (:func:`mask_from`), kept to remake it cheaply.
+
+    ``prob`` is the network's probability, ``scaled`` the T1 over the
+    template's core white-matter median, ``csf`` the ventricles' level on
+    that scale; ``wm`` (the template's white matter carried onto the grid)
+    is made on first use.
+    """
+
+    prob: np.ndarray
+    scaled: np.ndarray
+    csf: float
+    affine: np.ndarray
+    shape: tuple[int, ...]
+    to_mni: np.ndarray
+
+    @functools.cached_property
+    def wm(self) -> np.ndarray:
+        return from_grid(grid_wm(), self.affine, self.shape, self.to_mni, order=1)
+
+
+def mask_from(inputs: MaskInputs, *, threshold: float = 0.5, pv_trim: bool = True, grow: bool = True,
+              min_prob: float = GROW_MIN_PROB) -> tuple[np.ndarray, tuple[float, float] | None, int | None]:
+    """``predict``'s mask: the probability thresholded, trimmed to the partial-volume band and grown.
+
+    Returns the mask, the trim's band (None: not trimmed) and the voxels the
+    growth added (None: not grown).
+    """
+    mask = inputs.prob >= threshold
+    if not pv_trim:
+        return mask, None, None
+    mask, band = trim_partial_volume(mask, inputs.prob, inputs.scaled, inputs.csf)
+    if not grow:
+        return mask, band, None
+    trimmed = int(mask.sum())
+    mask = grow_in_white_matter(mask, inputs.prob, inputs.scaled, inputs.wm, inputs.csf, min_prob=min_prob)
+    return mask, band, int(mask.sum()) - trimmed
+
+
+def _mask_inputs(model: WmhModel, data: np.ndarray, t1: Image, to_mni: np.ndarray, *, device: str, flip: bool,
+                 inside: np.ndarray | None = None) -> MaskInputs:
+    raw_box = to_grid(data, t1.affine, to_mni)
+    logits = box_logits(model, normalise(raw_box), device=device, flip=flip)
+    # The network sees the input's edge where the brain mask cuts skull and scalp on real T1s; nothing
+    # outside the search region (grid_search) can be a white-matter lesion. Logits, clipped so the step at
+    # its edge stays small, are carried back by cubic splines: linear interpolation of probabilities through
+    # two off-grid resamplings shaves the edges of small lesions (test_cubic_round_trip_keeps_small_lesions).
+    logits = np.where(grid_search(), np.clip(logits, -_LOGIT_LIMIT, _LOGIT_LIMIT), -_LOGIT_LIMIT)
+    back = from_grid(logits, t1.affine, t1.spatial_shape, to_mni, order=3, cval=-_LOGIT_LIMIT)
+    prob = 1.0 / (1.0 + np.exp(-back))
+    if inside is not None:
+        prob = np.where(inside, prob, 0.0)
+    reference = wm_reference(raw_box)
+    return MaskInputs(prob=prob, scaled=data / reference, csf=csf_reference(raw_box) / reference, affine=t1.affine,
+                      shape=t1.spatial_shape, to_mni=to_mni)
+
+
+def mask_inputs(t1: Image, model: WmhModel, to_mni: np.ndarray, *, device: str = "cpu",
+                flip: bool = True) -> MaskInputs:
+    """:class:`MaskInputs` of a T1 whose map to MNI is known: ``predict``'s network pass, once (no brain mask)."""
+    return _mask_inputs(model, t1.data, t1, to_mni, device=device, flip=flip)
+
+
 def predict(t1: Image | str | Path, config: WmhConfig | None = None, *, model: WmhModel | None = None,
             to_mni: np.ndarray | None = None, brain_mask: Image | str | Path | None = None) -> WmhResult:
     """Lesion probability, mask, regions and volumes of one T1 (an Image or a NIfTI path), on its own grid.
@@ -337,36 +408,27 @@ def predict(t1: Image | str | Path, config: WmhConfig | None = None, *, model: W
     else:
         kind = input_kind(t1)
     data = t1.data if inside is None else np.where(inside, t1.data, 0.0).astype(np.float32)
-    raw_box = to_grid(data, t1.affine, to_mni)
-    box = normalise(raw_box)
+    voxel_ml = float(np.prod(t1.voxel_size)) / 1000.0
+    band, grown_ml = None, float("nan")
     if config.method == "network":
         model = model or load_model(config.weights)
-        logits = box_logits(model, box, device=str(resolve_device(config.device)), flip=config.flip)
-        # The network sees the input's edge where the brain mask cuts skull and scalp on real T1s; nothing
-        # outside the search region (grid_search) can be a white-matter lesion. Logits, clipped so the step at
-        # its edge stays small, are carried back by cubic splines: linear interpolation of probabilities through
-        # two off-grid resamplings shaves the edges of small lesions (test_cubic_round_trip_keeps_small_lesions).
-        logits = np.where(grid_search(), np.clip(logits, -_LOGIT_LIMIT, _LOGIT_LIMIT), -_LOGIT_LIMIT)
-        back = from_grid(logits, t1.affine, t1.spatial_shape, to_mni, order=3, cval=-_LOGIT_LIMIT)
-        prob = 1.0 / (1.0 + np.exp(-back))
+        inputs = _mask_inputs(model, data, t1, to_mni, device=str(resolve_device(config.device)), flip=config.flip,
+                              inside=inside)
+        prob = inputs.prob
+        floor = config.grow_min_prob if config.grow_min_prob is not None else model.grow_min_prob
+        # A card that chose no growth (`mrinets wmh tune`) is overridden by an explicit floor only.
+        grow = config.grow and (model.grows or config.grow_min_prob is not None)
+        mask, band, grown = mask_from(inputs, threshold=config.threshold, pv_trim=config.pv_trim, grow=grow,
+                                      min_prob=floor)
+        if grown is not None:
+            grown_ml = grown * voxel_ml
     else:
+        box = normalise(to_grid(data, t1.affine, to_mni))
         prob_box = baseline_grid(box, config.baseline_k)
         prob = np.clip(from_grid(prob_box, t1.affine, t1.spatial_shape, to_mni, order=1), 0.0, 1.0)
-    if inside is not None:
-        prob = np.where(inside, prob, 0.0)
-    voxel_ml = float(np.prod(t1.voxel_size)) / 1000.0
-    mask = prob >= config.threshold
-    band, grown_ml = None, float("nan")
-    if config.method == "network" and config.pv_trim:
-        reference = wm_reference(raw_box)
-        scaled, csf = data / reference, csf_reference(raw_box) / reference
-        mask, band = trim_partial_volume(mask, prob, scaled, csf)
-        if config.grow:
-            wm = from_grid(grid_wm(), t1.affine, t1.spatial_shape, to_mni, order=1)
-            trimmed = int(mask.sum())
-            floor = config.grow_min_prob if config.grow_min_prob is not None else model.grow_min_prob
-            mask = grow_in_white_matter(mask, prob, scaled, wm, csf, min_prob=floor)
-            grown_ml = (int(mask.sum()) - trimmed) * voxel_ml
+        if inside is not None:
+            prob = np.where(inside, prob, 0.0)
+        mask = prob >= config.threshold
 
     mni_labels, mni_affine = mni_regions()
     subject_in_mni = to_mni @ t1.affine
