@@ -160,7 +160,7 @@ def tune_growth(model: WmhModel, *, phantoms: int = 6, seed_start: int = TUNE_SE
     scores = score_grid(cases, grid)
     chosen = choose_floor(scores)
     for label, s in scores.items():
-        log.info("floor %s: Dice %.4f (%s)", label, s["dice"],
+        log.debug("floor %s: Dice %.4f (%s)", label, s["dice"],
                  ", ".join(f"{m} {v['dice_mean']:.4f}" for m, v in s["by_lesions"].items()))
     return {"seeds": seeds, "rule": RULE, "grid": [floor_label(f) for f in grid], "scores": scores,
             "chosen": chosen, "before": None if not model.grows else model.grow_min_prob}
