@@ -185,7 +185,8 @@ def evaluate_phantoms(models: dict[str, WmhModel], seeds: Sequence[int], *, base
     from mrinets.data.phantoms.wmh import make_wmh_subject
     from mrinets.preprocess.register import register_to_mni
 
-    grow = WmhConfig(pv_trim=pv_trim, grow=grow).grow
+    # A card that chose no growth (`mrinets wmh tune`) is not grown by predict.
+    grow = WmhConfig(pv_trim=pv_trim, grow=grow).grow and all(m.grows for m in models.values())
     methods = list(models) + (["baseline"] if baseline_k is not None else [])
     per_subject: dict[str, list[dict]] = {m: [] for m in methods}
     for seed in seeds:
