@@ -70,6 +70,10 @@ def test_shipped_weights_load_with_their_card():
     assert model.card["command"].startswith("mrinets wmh train ")
     assert "held_out" in model.card and model.patch_size == (64, 64, 40)
     assert wmh.DEFAULT_WEIGHTS.stat().st_size < 10 * 1024**2
+    # Its growth floor is the one `mrinets wmh tune` chose for it, command and scores on the card.
+    tuning = model.card["grow_tuning"]
+    assert tuning["command"].startswith("mrinets wmh tune --weights ") and model.grows
+    assert tuning["chosen"] == f"{model.grow_min_prob:g}" and tuning["chosen"] in tuning["scores"]
 
 
 def test_shipped_weights_give_the_same_logits_to_the_bit():
