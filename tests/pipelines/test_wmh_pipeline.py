@@ -207,9 +207,11 @@ def test_predict_grows_with_the_networks_own_floor_unless_asked(phantom, tiny_we
     t1 = from_array(phantom.t1, phantom.t1_affine)
     base = wmh.load_model(tiny_weights)
     sharp = wmh.WmhModel(base.network, base.patch_size, {**base.card, "grow_min_prob": 0.1})
-    for model, floor in ((base, None), (sharp, None), (sharp, 0.3)):
+    # A card on which `mrinets wmh tune` chose no growth grows only when given a floor.
+    bare = wmh.WmhModel(base.network, base.patch_size, {**base.card, "grow": False})
+    for model, floor in ((base, None), (sharp, None), (sharp, 0.3), (bare, None), (bare, 0.2)):
         wmh.predict(t1, wmh.WmhConfig(device="cpu", grow_min_prob=floor), model=model, to_mni=phantom.to_mni)
-    assert floors == [segment.GROW_MIN_PROB, 0.1, 0.3]
+    assert floors == [segment.GROW_MIN_PROB, 0.1, 0.3, 0.2]
     for bad in (0.0, 1.0):
         with pytest.raises(ValueError, match="^grow_min_prob: must lie in"):
             wmh.WmhConfig(grow_min_prob=bad)

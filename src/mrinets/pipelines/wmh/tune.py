@@ -22,8 +22,9 @@ import numpy as np
 from mrinets.errors import ConfigError
 from mrinets.pipelines.wmh.segment import MaskInputs, WmhModel, mask_from, mask_inputs
 
-__all__ = ["GROW_GRID", "TUNE_SEED_START", "TIE", "RULE", "TuningCase", "check_grid", "check_tuning", "tuning_seeds", "tuning_cases", "score_grid",
-           "choose_floor", "tune_growth", "tuned_card", "floor_label", "tune_command", "save_tuned"]
+__all__ = ["GROW_GRID", "TUNE_SEED_START", "TIE", "RULE", "TuningCase", "check_grid", "check_tuning", "tuning_seeds",
+           "tuning_cases", "score_grid", "choose_floor", "tune_growth", "tuned_card", "floor_label", "tune_command",
+           "save_tuned"]
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,9 @@ def score_grid(cases: Sequence[TuningCase], grid: Sequence[float | None] = GROW_
                          **score_masks(mask, case.truth, case.voxel_ml)})
         by_lesions = {m: summarise([r for r in rows if r["lesions"] == m])
                       for m in dict.fromkeys(r["lesions"] for r in rows)}
-        out[floor_label(floor)] = {"floor": floor, "dice": float(np.mean([s["dice_mean"] for s in by_lesions.values()])),
-                                   "summary": summarise(rows), "by_lesions": by_lesions, "subjects": rows}
+        dice = float(np.mean([s["dice_mean"] for s in by_lesions.values()]))
+        out[floor_label(floor)] = {"floor": floor, "dice": dice, "summary": summarise(rows), "by_lesions": by_lesions,
+                                   "subjects": rows}
     return out
 
 
