@@ -315,7 +315,7 @@ def _adam_step(param: torch.Tensor, grad: torch.Tensor, mean: torch.Tensor, squa
                step: int) -> None:
     """One step of torch's single-tensor Adam (default betas and eps), in the same operations.
 
-    ``torch.optim`` imports ``torch._dynamo`` on first use: 1 to 2 s per process, where the fits take 4 to 5 s.
+    ``torch.optim`` imports ``torch._dynamo`` on first use: 1 to 2 s per process, where the fits take 3 to 4 s.
     """
     mean.lerp_(grad, 1 - ADAM_BETAS[0])
     square.mul_(ADAM_BETAS[1]).addcmul_(grad, grad, value=1 - ADAM_BETAS[1])
