@@ -7,9 +7,10 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from mrinets.data.phantoms import PHANTOM_KINDS
-from mrinets.data.phantoms.head import make_head, rician
+from mrinets.data.phantoms.head import _cubic_zoom, make_head, rician
 
 CROP = ((70, 126), (80, 136), (60, 110))
 
@@ -17,6 +18,14 @@ CROP = ((70, 126), (80, 136), (60, 110))
 @pytest.fixture(scope="module")
 def subject():
     return make_head(7, crop=CROP)
+
+
+@pytest.mark.parametrize("coarse, zoom", [((5, 6, 4), (9.4, 7.0, 11.25)), ((2, 3, 2), (30.0, 1.0, 2.5))])
+def test_warp_field_zoom_is_scipys_cubic_zoom(coarse, zoom):
+    field = np.random.default_rng(0).normal(size=coarse)
+    ours, theirs = _cubic_zoom(field, zoom), ndimage.zoom(field, zoom, order=3)
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() < 1e-12 * np.abs(theirs).max()
 
 
 def test_same_seed_same_subject_and_different_seed_differs(subject):

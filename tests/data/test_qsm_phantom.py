@@ -5,13 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrinets.data.phantoms.qsm import NUCLEI, make_qsm_head
+from mrinets.data.phantoms.qsm import NUCLEI, _tissue_on_grid, make_qsm_head
 from mrinets.physics.echoes import GAMMA
 
 
 @pytest.fixture(scope="module")
 def phantom():
     return make_qsm_head(5, voxel_size=3.0, echo_times=(0.005, 0.010, 0.015), snr=1e6)
+
+
+def test_cached_tissue_maps_are_handed_out_as_copies():
+    maps, affine = _tissue_on_grid(3.0)
+    wm_sum = float(maps["wm"].sum())
+    maps["wm"][:] = 0.0
+    affine[:] = 0.0
+    again, affine_again = _tissue_on_grid(3.0)
+    assert float(again["wm"].sum()) == wm_sum > 0 and affine_again[0, 0] == 3.0
 
 
 def test_phase_is_the_wrapped_field(phantom):

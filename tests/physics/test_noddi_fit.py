@@ -58,6 +58,13 @@ def test_hemisphere_directions_cover_the_sphere():
     assert nearest.mean() < 2.5  # [2.45]
 
 
+def test_cached_directions_are_handed_out_as_copies():
+    first = hemisphere_directions(60)
+    first[:] = 0.0
+    again = hemisphere_directions(60)
+    assert np.allclose(np.linalg.norm(again, axis=1), 1.0) and again.flags.writeable
+
+
 def test_noiseless_recovery(model, scheme):
     truth, signal, _ = _voxels(scheme, 300, seed=0)
     fit = model.fit(signal)

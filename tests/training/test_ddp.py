@@ -11,6 +11,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from mrinets.training import TrainConfig, Trainer
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -22,7 +24,6 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    from mrinets.training import TrainConfig, Trainer
 
     torch.manual_seed(rank)  # different initial weights per rank: DDP must broadcast rank 0's
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
@@ -42,7 +43,9 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_two_ranks_same_weights(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    # Forked ranks start with torch and mrinets already imported (a spawned rank spends 5-7 s importing them);
+    # each rank still builds its own model, process group and optimiser, as under torchrun.
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for k in r0["state"]:

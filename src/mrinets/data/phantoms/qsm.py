@@ -16,6 +16,7 @@ the QSM literature, e.g. Deistung A, et al. Neuroimage 2013;65:299 and the 2016/
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,7 +126,14 @@ def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
 
 
 def _tissue_on_grid(voxel_size: float):
-    """MNI tissue probabilities resampled to an isotropic grid."""
+    """MNI tissue probabilities resampled to an isotropic grid (copies: the caller may change them)."""
+    maps, affine = _tissue_on_grid_cached(float(voxel_size))
+    return {name: data.copy() for name, data in maps.items()}, affine.copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _tissue_on_grid_cached(voxel_size: float):
+    # The same four zooms of the template for every phantom of a voxel size (a cohort, a test session).
     from mrinets.data.templates import load_mni
 
     mni = load_mni()
@@ -136,7 +144,9 @@ def _tissue_on_grid(voxel_size: float):
     for name in ("gm", "wm", "csf", "mask"):
         data = getattr(mni, name).data
         maps[name] = ndimage.zoom(data, zoom, order=1) if step != 1.0 else data.copy()
+        maps[name].setflags(write=False)
     affine[:3, :3] = np.diag([step] * 3)
+    affine.setflags(write=False)
     return maps, affine
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from mrinets.data.phantoms.head import CONTRASTS, _bias_field, random_warp, rician, rotation_matrix
+from mrinets.data.phantoms.head import CONTRASTS, _bias_field, _cubic_zoom, random_warp, rician, rotation_matrix
 from mrinets.io import OutputStage, write_json
 from mrinets.io.nifti import from_array, save
 from mrinets.physics.sampling import affine_resample, thick_slices
@@ -79,7 +79,7 @@ class WmhPhantom:
 def _smooth_noise(shape: Sequence[int], rng: np.random.Generator, sigma: float) -> np.ndarray:
     """Zero-mean, unit-peak smooth random field (drawn coarse, then zoomed)."""
     coarse = [max(int(n / sigma) + 2, 2) for n in shape]
-    noise = ndimage.zoom(rng.normal(0.0, 1.0, coarse), [n / c for n, c in zip(shape, coarse)], order=3)
+    noise = _cubic_zoom(rng.normal(0.0, 1.0, coarse), [n / c for n, c in zip(shape, coarse)])
     noise = noise[: shape[0], : shape[1], : shape[2]]
     return (noise / (np.abs(noise).max() + 1e-6)).astype(np.float32)
 
