@@ -458,7 +458,8 @@ def insert_wmh(t1: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, seed: int
     smoothing leaves out (noise, fine texture) stays. The label is acquired
     as for :func:`make_wmh_subject` on an axial thick-slice grid over the
     T1's field of view (no FLAIR image is simulated: its contrast cannot be
-    made from a T1). ``lesions`` is the lesion model, as for :func:`make_wmh_subject`.
+    made from a T1). ``lesions`` is the lesion model, as for :func:`make_wmh_subject` ("ms-flair" keeps
+    the scan's own grey matter).
     """
     from mrinets.data.atlas import mni_anatomy
     from mrinets.data.templates import load_mni
