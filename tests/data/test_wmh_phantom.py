@@ -275,7 +275,7 @@ def test_ms_flair_has_confluent_lesions_and_the_patients_grey_matter(ms_phantom,
     assert flair.meta["lesions"]["confluent"] >= 1
 
     def largest_ml(p):
-        labels, n = ndimage.label(p.truth_mask)
+        labels, _ = ndimage.label(p.truth_mask)
         return np.bincount(labels.ravel())[1:].max() / 1000.0
 
     assert largest_ml(flair) > max(2.0, 1.5 * largest_ml(ms))

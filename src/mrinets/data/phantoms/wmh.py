@@ -135,7 +135,8 @@ def _draw_lesions(model: str, anatomy, wm: np.ndarray, severity: float, rng: np.
 
 
 def _ovoid(lesion: np.ndarray, level: np.ndarray, centre: np.ndarray, axis: np.ndarray, along: float, across: float,
-           radius: float, edge_level: float, rng: np.random.Generator, rim: float = 0.0, rim_level: float = 1.0) -> None:
+           radius: float, edge_level: float, rng: np.random.Generator, rim: float = 0.0,
+           rim_level: float = 1.0) -> None:
     """Draw one ovoid lesion into ``lesion`` (fraction) and ``level`` (T1 over white matter), in place.
 
     ``along`` is its semi-axis along ``axis``, ``across`` the other two; ``radius`` scales its depth. Its T1 level
