@@ -202,9 +202,9 @@ def _ms_lesions(anatomy, wm: np.ndarray, severity: float, rng: np.random.Generat
     grad = np.stack(np.gradient(vent_d), -1)
     lesion = np.zeros(shape, np.float32)
     level = np.ones(shape, np.float32)
+    where = [np.argwhere(site) for site in sites]
     for kind, radius, edge_level, rim, rim_level in zip(kinds, radii, levels, rims, rim_levels):
-        where = np.argwhere(sites[kind])
-        centre = where[rng.integers(0, len(where))]
+        centre = where[kind][rng.integers(0, len(where[kind]))]
         if kind == 0:
             radius *= 1.3
         # Axis along the ventricle-distance gradient: long (fingers) near the ventricles, short (caps) at horns.
