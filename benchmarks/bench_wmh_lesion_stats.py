@@ -10,7 +10,7 @@ ventricles and to the cortex. The phantom's lesions are its 1 mm truth
 
 Phantom columns are medians over the phantoms of each lesion model.
 
-Run: ``python benchmarks/bench_wmh_lesion_stats.py [--phantoms 6] [--seed-start 900000] [--lesions wmh ms]``
+Run: ``python benchmarks/bench_wmh_lesion_stats.py [--phantoms 6] [--seed-start 900000] [--lesions wmh ms ms-flair]``
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phantoms", type=int, default=6)
     parser.add_argument("--seed-start", type=int, default=900_000)
-    parser.add_argument("--lesions", nargs="+", default=["wmh", "ms"], help="the phantom's lesion models to show")
+    parser.add_argument("--lesions", nargs="+", default=["wmh", "ms", "ms-flair"],
+                        help="the phantom's lesion models to show")
     args = parser.parse_args()
     from mrinets.data.phantoms.wmh import make_wmh_subject
     from mrinets.io import load

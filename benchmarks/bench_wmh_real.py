@@ -10,7 +10,7 @@ evaluate`` scores both masks against the consensus. The last table measures
 the lesions' T1 contrast (T1 over the template's core white-matter median, as
 ``predict`` scales it) on the patient and on held-out phantoms.
 
-Run: ``python benchmarks/bench_wmh_real.py [--phantoms 3] [--weights WEIGHTS]``
+Run: ``python benchmarks/bench_wmh_real.py [--phantoms 3] [--weights WEIGHTS] [--no-grow]``
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phantoms", type=int, default=3, help="held-out phantoms (seeds from 900000) for contrast")
     parser.add_argument("--weights", help="the network's weights (default: the shipped ones)")
+    parser.add_argument("--no-grow", action="store_true", help="the network's mask trimmed but not grown")
     args = parser.parse_args()
     if not PATIENT.is_dir():
         sys.exit(f"{PATIENT} is absent: this benchmark needs ../shared/reference")
@@ -109,6 +110,8 @@ def main() -> None:
         for method in ("network", "baseline"):
             out = Path(tmp) / method
             weights = ["--weights", args.weights] if args.weights and method == "network" else []
+            if args.no_grow and method == "network":
+                weights.append("--no-grow")
             wall, cpu, _ = _run(["wmh", "predict", str(t1), "--out", str(out), "--method", method, "--quiet", *weights])
             _, _, text = _run(["wmh", "evaluate", "--pred", str(out / "T1_wmh_mask.nii.gz"), "--truth", str(truth)])
             measures = next(csv.DictReader(open(out / "T1_wmh.csv")))

@@ -230,3 +230,59 @@ def test_ms_lesions_inserted_keep_their_levels(phantom):
     np.testing.assert_array_equal(inserted.t1[outside], phantom.t1[outside])
     assert inserted.t1[core].mean() < phantom.t1[core].mean()
     assert 0.4 * phantom.t1[core].mean() < inserted.meta["t1_lesion_level"] < phantom.t1[core].max()
+
+
+@pytest.fixture(scope="module")
+def ms_flair_phantom():
+    return make_wmh_subject(3, severity=0.9, snr=200.0, crop=CROP, gross=False, lesions="ms-flair")
+
+
+def _over_white_matter(p):
+    from mrinets.data.templates import load_mni
+
+    wm = _crop(load_mni().wm.data)
+    return p.t1 / np.median(p.t1[(wm > 0.95) & (p.lesion == 0)])
+
+
+def test_ms_flair_labels_the_ms_lesions_beyond_their_t1_change(ms_phantom, ms_flair_phantom):
+    from scipy import ndimage
+
+    ms, flair = ms_phantom, ms_flair_phantom
+    # Same T1 lesions, outlined wider: every "ms" lesion voxel is labelled, and much more around it.
+    assert not (ms.truth_mask & ~flair.truth_mask).any()
+    assert flair.truth_mask.sum() > 1.5 * ms.truth_mask.sum()
+    # The rim (labelled, outside the T1 lesion, beside it) is barely darker than white matter on T1, as the
+    # patient's consensus rims are (median 0.86, docs/wmh.md).
+    rim = flair.truth_mask & ~ms.truth_mask & ndimage.binary_dilation(ms.truth_mask, iterations=2)
+    scaled = _over_white_matter(flair)
+    assert rim.sum() > 1000 and np.median(scaled[rim]) > 0.85
+    share = {name: (_over_white_matter(p)[p.truth_mask] >= 0.9).mean() for name, p in (("ms", ms), ("flair", flair))}
+    assert share["flair"] > max(0.15, share["ms"] + 0.08)
+    # The T1 lesions themselves keep their levels.
+    core = ms.lesion > 0.99
+    assert np.median(scaled[core]) == pytest.approx(np.median(_over_white_matter(ms)[core]), abs=0.03)
+    # The FLAIR shows the whole lesion: its label is wider too.
+    assert flair.flair_label.sum() > 1.3 * ms.flair_label.sum()
+    assert all(0.5 <= v <= 1.5 for v in flair.meta["lesions"]["rim_mm"])
+
+
+def test_ms_flair_has_confluent_lesions_and_the_patients_grey_matter(ms_phantom, ms_flair_phantom):
+    from scipy import ndimage
+
+    from mrinets.data.templates import load_mni
+
+    ms, flair = ms_phantom, ms_flair_phantom
+    assert flair.meta["lesions"]["confluent"] >= 1
+
+    def largest_ml(p):
+        labels, _ = ndimage.label(p.truth_mask)
+        return np.bincount(labels.ravel())[1:].max() / 1000.0
+
+    assert largest_ml(flair) > max(2.0, 1.5 * largest_ml(ms))
+    gm = _crop(load_mni().gm.data) > 0.9
+
+    def grey(p):
+        return np.median(_over_white_matter(p)[gm & (p.lesion == 0)])
+
+    # The real patient's grey matter is at 0.76 of white matter, the "ms" phantom's darker (docs/wmh.md).
+    assert 0.70 < grey(flair) < 0.82 and grey(ms) < 0.70

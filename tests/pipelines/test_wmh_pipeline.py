@@ -874,6 +874,7 @@ def test_model_card_names_every_network_a_fine_tuned_one_started_from():
     order = [text.index(c) for c in (again["command"], tuned["command"], base["command"], base["first_step_command"])]
     assert order == sorted(order) and text.count(tuned["command"]) == 1
     assert "the `ms` lesion model" in _model_card({**again, "phantom_lesions": "ms"}) and "ms` lesion" not in text
+    assert "the `ms-flair` lesion model" in _model_card({**again, "phantom_lesions": "ms-flair"})
     scores = {"seeds": [900000, 900001], "mirror_pass": True, "window_overlap": [0.25, 0.25, 0.75], "pv_trim": True,
               "grow": True, "summary": {"mine": {"dice_mean": 0.5, "dice_sd": 0.1, "lesion_tpr_mean": 0.4,
                                                  "lesion_fpr_mean": 0.2, "volume_pearson_r": 0.9,

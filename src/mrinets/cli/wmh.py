@@ -102,7 +102,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "one) instead of at random: fine-tuning, e.g. on phantoms of another lesion model")
     t.add_argument("--phantom-lesions", choices=LESION_MODELS, default="wmh",
                    help="the training phantoms' lesion model: wmh (small-vessel lesions, one T1 level per subject) "
-                        "or ms (as a real MS patient's lesions look on T1; docs/wmh.md)")
+                        "ms (as a real MS patient's lesions look on T1) or ms-flair (ms lesions outlined as on "
+                        "FLAIR, beyond their T1 change, and confluent ones; docs/wmh.md)")
     t.add_argument("--channels", type=int, nargs=4, default=[16, 32, 64, 128], metavar="C",
                    help="the U-Net's channels at each of its four levels (default 16 32 64 128)")
     t.add_argument("--epochs", type=positive_int, default=8)

@@ -159,8 +159,9 @@ register(PhantomKind(
         PhantomOption("gross", bool, False, "force a grossly wrong FLAIR label"),
         PhantomOption("no-pose", bool, False, "keep the head in the template pose (no random scanner pose)"),
         PhantomOption("t1", str, "", "insert the lesions into this real T1 instead (registered to MNI first)"),
-        PhantomOption("lesions", str, "wmh", "lesion model: wmh (small-vessel, one T1 level per subject) or ms "
-                                             "(as a real MS patient's lesions look on T1; docs/wmh.md)"),
+        PhantomOption("lesions", str, "wmh", "lesion model: wmh (small-vessel, one T1 level per subject), ms "
+                                             "(as a real MS patient's lesions look on T1) or ms-flair (ms lesions "
+                                             "outlined as on FLAIR, confluent lesions; docs/wmh.md)"),
     ),
     make=_make_wmh,
 ))

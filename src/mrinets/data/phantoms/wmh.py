@@ -31,12 +31,18 @@ __all__ = ["WmhPhantom", "make_wmh_subject", "insert_wmh", "GROSS_LABEL_RATE", "
 
 GROSS_LABEL_RATE = 0.15
 # "wmh": small-vessel lesions, a hypointense level per subject; "ms": lesions as the real MS patient's
-# consensus shows them on T1 (docs/wmh.md, "Real lesions beside the phantom's").
-LESION_MODELS = ("wmh", "ms")
+# consensus shows them on T1 (docs/wmh.md, "Real lesions beside the phantom's"); "ms-flair": the "ms" lesions
+# labelled as a rater outlines them on FLAIR (a rim beyond the T1 change), with confluent lesions and the
+# patient's grey-white contrast.
+LESION_MODELS = ("wmh", "ms", "ms-flair")
 # The "ms" model's sites (template masks in _ms_lesions) and the share of lesions drawn at each.
 _MS_SITES = ("horn cap", "periventricular", "deep", "juxtacortical")
 _MS_SHARES = (0.25, 0.35, 0.32, 0.08)
 _FLAIR_LEVELS = (0.55, 0.75, 0.06)
+# "ms-flair": FLAIR rim width (mm) and its T1 level over white matter, per lesion; grey matter over white matter.
+_RIM_MM = (0.5, 1.5)
+_RIM_LEVEL = (0.85, 1.0)
+_MS_FLAIR_GM = (0.72, 0.80)
 
 
 @dataclass
@@ -116,23 +122,68 @@ def _lesions(anatomy, wm: np.ndarray, severity: float, rng: np.random.Generator)
     return lesion.astype(np.float32), {"severity": severity, "pv_band_mm": band, "deep_blobs": n_blobs}
 
 
-def _draw_lesions(model: str, anatomy, wm: np.ndarray, severity: float,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """Lesion fraction, T1 level map over white matter (None: one level per subject) and meta of ``model``."""
-    if model == "ms":
-        return _ms_lesions(anatomy, wm, severity, rng)
+def _draw_lesions(model: str, anatomy, wm: np.ndarray, severity: float, rng: np.random.Generator,
+                  extra_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Lesion fraction, T1 level map over white matter (None: one level per subject) and meta of ``model``.
+
+    ``extra_rng`` draws what "ms-flair" adds to "ms", so that ``rng`` is consumed as under "ms".
+    """
+    if model in ("ms", "ms-flair"):
+        return _ms_lesions(anatomy, wm, severity, rng, flair_rng=extra_rng if model == "ms-flair" else None)
     lesion, meta = _lesions(anatomy, wm, severity, rng)
     return lesion, None, meta
 
 
-def _ms_lesions(anatomy, wm: np.ndarray, severity: float,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+def _ovoid(lesion: np.ndarray, level: np.ndarray, centre: np.ndarray, axis: np.ndarray, along: float, across: float,
+           radius: float, edge_level: float, rng: np.random.Generator, rim: float = 0.0,
+           rim_level: float = 1.0) -> None:
+    """Draw one ovoid lesion into ``lesion`` (fraction) and ``level`` (T1 over white matter), in place.
+
+    ``along`` is its semi-axis along ``axis``, ``across`` the other two; ``radius`` scales its depth. Its T1 level
+    is ``edge_level`` at the edge, 0.1 darker per mm of depth beyond the first (down to 0.4). A ``rim`` (mm) widens
+    the lesion fraction beyond that edge at the T1 level ``rim_level``: the FLAIR lesion outside the T1 change.
+    """
+    shape = lesion.shape
+    half = int(np.ceil(max(along, across))) + 3
+    lo, hi = np.maximum(centre - half, 0), np.minimum(centre + half + 1, shape)
+    # An irregular edge: the radius wobbles by up to a quarter, smoothly. Drawn on the box without the rim, so that
+    # "ms" lesions stay the same to the bit, and carried flat over the rim's margin.
+    wobble = _smooth_noise(tuple(hi - lo), rng, 3.0)
+    pad = int(np.ceil(rim))
+    if pad:
+        lo_rim, hi_rim = np.maximum(centre - half - pad, 0), np.minimum(centre + half + pad + 1, shape)
+        wobble = np.pad(wobble, [(a - b, d - c) for a, b, c, d in zip(lo, lo_rim, hi, hi_rim)], mode="edge")
+        lo, hi = lo_rim, hi_rim
+    grids = np.stack(np.meshgrid(*[np.arange(a, b) - c for a, b, c in zip(lo, hi, centre)], indexing="ij"), -1)
+    t = grids @ axis
+    perp = np.linalg.norm(grids - t[..., None] * axis, axis=-1)
+    r = np.sqrt((t / along) ** 2 + (perp / across) ** 2)
+    r = r * (1.0 + 0.25 * wobble)
+    depth = (1.0 - r) * radius
+    blob = np.clip(depth + rim + 0.5, 0.0, 1.0)
+    blob_level = np.clip(edge_level - 0.1 * np.clip(np.clip(depth, 0.0, None) - 1.0, 0.0, 3.0), 0.4, 1.0)
+    if pad:
+        # Partial volume across the T1 lesion's edge, between it and the rim.
+        blob_level = rim_level + (blob_level - rim_level) * np.clip(depth + 0.5, 0.0, 1.0)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    # Where lesions overlap the darker one shows.
+    level[box] = np.where(blob > 0, np.minimum(level[box], blob_level), level[box])
+    lesion[box] = np.maximum(lesion[box], blob)
+
+
+def _ms_lesions(anatomy, wm: np.ndarray, severity: float, rng: np.random.Generator,
+                flair_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """MS-like lesion fraction and T1 level (over white matter) on the template grid, and what was drawn.
 
     Ovoid lesions, elongated across the ventricle wall (Dawson's fingers) near the ventricles, at four sites:
     caps at the frontal and occipital horns, elsewhere within 10 mm of the ventricles, deep white matter, and
     1-4 mm below the cortex. Each lesion has its own T1 level over white matter, mild at the edge, darker
     with depth inside it (large lesions have dark cores, small ones are barely hypointense).
+
+    With ``flair_rng`` (the "ms-flair" model, which draws its additions from it and consumes ``rng`` as "ms"
+    does) the lesion fraction is the FLAIR lesion a rater outlines: each lesion extends beyond its T1
+    hypointensity by a rim of its own width (``_RIM_MM``) where T1 is only faintly reduced (``_RIM_LEVEL``), and
+    confluent lesions (overlapping ovoids along the ventricle wall, darker) are added, more at higher severity.
     """
     shape = wm.shape
     vent_d, cortex_d = anatomy.ventricle_distance_mm, anatomy.cortex_distance_mm
@@ -146,12 +197,14 @@ def _ms_lesions(anatomy, wm: np.ndarray, severity: float,
     kinds = rng.choice(len(_MS_SITES), n, p=_MS_SHARES)
     radii = np.exp(rng.uniform(np.log(1.5), np.log(3.0 + 6.0 * severity), n))
     levels = rng.uniform(0.62, 0.97, n)
+    rims = flair_rng.uniform(*_RIM_MM, n) if flair_rng is not None else np.zeros(n)
+    rim_levels = flair_rng.uniform(*_RIM_LEVEL, n) if flair_rng is not None else np.ones(n)
     grad = np.stack(np.gradient(vent_d), -1)
     lesion = np.zeros(shape, np.float32)
     level = np.ones(shape, np.float32)
-    for kind, radius, edge_level in zip(kinds, radii, levels):
-        where = np.argwhere(sites[kind])
-        centre = where[rng.integers(0, len(where))]
+    where = [np.argwhere(site) for site in sites]
+    for kind, radius, edge_level, rim, rim_level in zip(kinds, radii, levels, rims, rim_levels):
+        centre = where[kind][rng.integers(0, len(where[kind]))]
         if kind == 0:
             radius *= 1.3
         # Axis along the ventricle-distance gradient: long (fingers) near the ventricles, short (caps) at horns.
@@ -160,26 +213,39 @@ def _ms_lesions(anatomy, wm: np.ndarray, severity: float,
         axis /= np.linalg.norm(axis)
         along = radius * (rng.uniform(0.5, 0.8) if kind == 0 else rng.uniform(1.0, 1.8) if kind == 1 else 1.0)
         across = radius * rng.uniform(0.8, 1.2)
-        half = int(np.ceil(max(along, across))) + 3
-        lo, hi = np.maximum(centre - half, 0), np.minimum(centre + half + 1, shape)
-        grids = np.stack(np.meshgrid(*[np.arange(a, b) - c for a, b, c in zip(lo, hi, centre)], indexing="ij"), -1)
-        t = grids @ axis
-        perp = np.linalg.norm(grids - t[..., None] * axis, axis=-1)
-        r = np.sqrt((t / along) ** 2 + (perp / across) ** 2)
-        # An irregular edge: the radius wobbles by up to a quarter, smoothly.
-        r = r * (1.0 + 0.25 * _smooth_noise(r.shape, rng, 3.0))
-        blob = np.clip((1.0 - r) * radius + 0.5, 0.0, 1.0)
-        depth = np.clip((1.0 - r) * radius, 0.0, None)
-        blob_level = np.clip(edge_level - 0.1 * np.clip(depth - 1.0, 0.0, 3.0), 0.4, 1.0)
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        # Where lesions overlap the darker one shows.
-        level[box] = np.where(blob > 0, np.minimum(level[box], blob_level), level[box])
-        lesion[box] = np.maximum(lesion[box], blob)
-    lesion *= wm > 0.3
+        _ovoid(lesion, level, centre, axis, along, across, radius, edge_level, rng, rim, rim_level)
     meta = {"model": "ms", "severity": severity, "lesions": n,
             "sites": {name: int((kinds == i).sum()) for i, name in enumerate(_MS_SITES)},
             "edge_levels": [round(float(v), 3) for v in levels]}
+    if flair_rng is not None:
+        confluent = _confluent_lesions(lesion, level, (wm > 0.7) & (vent_d > 2) & (vent_d <= 8), grad, severity,
+                                       flair_rng)
+        meta.update({"model": "ms-flair", "rim_mm": [round(float(v), 2) for v in rims],
+                     "rim_levels": [round(float(v), 3) for v in rim_levels], "confluent": confluent})
+    lesion *= wm > 0.3
     return lesion.astype(np.float32), level, meta
+
+
+def _confluent_lesions(lesion: np.ndarray, level: np.ndarray, site: np.ndarray, grad: np.ndarray, severity: float,
+                       rng: np.random.Generator) -> int:
+    """Confluent periventricular lesions (3-6 ovoids merged along the ventricle wall, a few mL each), in place."""
+    n = int(rng.poisson(4.0 * max(severity - 0.3, 0.0)))
+    where = np.argwhere(site)
+    for _ in range(n):
+        centre = where[rng.integers(0, len(where))]
+        normal = grad[tuple(centre)]
+        normal = normal / np.linalg.norm(normal) if np.linalg.norm(normal) > 0 else rng.normal(size=3)
+        normal /= np.linalg.norm(normal)
+        tangent = np.cross(normal, rng.normal(size=3))
+        tangent /= np.linalg.norm(tangent)
+        edge_level, rim, rim_level = rng.uniform(0.6, 0.8), rng.uniform(*_RIM_MM), rng.uniform(*_RIM_LEVEL)
+        for _ in range(int(rng.integers(3, 7))):
+            offset = tangent * rng.uniform(-10.0, 10.0) + normal * rng.uniform(-2.0, 2.0)
+            part = np.clip(np.round(centre + offset).astype(int), 0, np.asarray(lesion.shape) - 1)
+            radius = rng.uniform(3.5, 5.5)
+            _ovoid(lesion, level, part, tangent, radius * rng.uniform(1.2, 2.0), radius * rng.uniform(0.8, 1.1),
+                   radius, edge_level, rng, rim, rim_level)
+    return n
 
 
 def _flair_grid(affine: np.ndarray, shape: Sequence[int], in_plane: float, thickness: float,
@@ -287,13 +353,19 @@ def make_wmh_subject(
         Peak smooth deformation of the anatomy.
     crop : ((x0, x1), (y0, y1), (z0, z1)), optional
         Box in MNI voxels built instead of the whole template (fast tests).
-    lesions : {"wmh", "ms"}
+    lesions : {"wmh", "ms", "ms-flair"}
         The lesion model (``LESION_MODELS``): "wmh" draws periventricular
         bands and deep blobs at one T1 level per subject (0.45-0.7 of white
         matter); "ms" draws lesions as a real MS patient's look on T1 (one
         level per lesion, 0.62-0.97 at the edge and darker inside; caps at
-        the horns, across the ventricle wall, deep and juxtacortical). The
-        same seed gives the same anatomy, noise and label flaws under both.
+        the horns, across the ventricle wall, deep and juxtacortical);
+        "ms-flair" the "ms" lesions as a rater outlines them on FLAIR: each
+        with a rim of 0.5-1.5 mm beyond its T1 hypointensity at only 0.85-1.0
+        of white matter on T1 (the truth and the FLAIR show the whole
+        lesion), plus confluent periventricular lesions at higher severity,
+        and grey matter at 0.72-0.80 of white matter on T1. The same seed
+        gives the same anatomy, noise and label flaws under "wmh" and "ms",
+        and the same T1 lesion cores under "ms" and "ms-flair".
     """
     from mrinets.data.atlas import mni_anatomy
     from mrinets.data.templates import MNI_SHAPE, load_mni
@@ -316,7 +388,8 @@ def make_wmh_subject(
     if crop is not None:
         affine[:3, 3] += affine[:3, :3] @ np.array([b.start or 0 for b in box])
 
-    lesion_mni, level_mni, lesion_meta = _draw_lesions(lesions, anatomy, mni.wm.data, severity, rng)
+    extra_rng = np.random.default_rng([seed, 4, 1])
+    lesion_mni, level_mni, lesion_meta = _draw_lesions(lesions, anatomy, mni.wm.data, severity, rng, extra_rng)
     shape = mni.t1.data[box].shape
     coords, warp_meta = random_warp(shape, affine, rng, rotation_deg=2.0, scaling=0.02, translation_mm=1.5,
                                     deform_mm=deform_mm)
@@ -335,6 +408,9 @@ def make_wmh_subject(
         return np.clip(signal * (1.0 + 0.15 * detail), 0, None).astype(np.float32)
 
     t1_levels = np.asarray(CONTRASTS["t1w"]) * rng.uniform(0.9, 1.1, 3)
+    if lesions == "ms-flair":
+        # The real MS patient's grey matter is at 0.76 of its white matter (docs/wmh.md), brighter than CONTRASTS'.
+        t1_levels[1] = t1_levels[0] * extra_rng.uniform(*_MS_FLAIR_GM)
     t1_lesion = float(t1_levels[0] * rng.uniform(0.45, 0.7))
     if "level" in warped:
         t1_lesion = t1_levels[0] * warped["level"]
@@ -383,7 +459,8 @@ def insert_wmh(t1: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, seed: int
     smoothing leaves out (noise, fine texture) stays. The label is acquired
     as for :func:`make_wmh_subject` on an axial thick-slice grid over the
     T1's field of view (no FLAIR image is simulated: its contrast cannot be
-    made from a T1). ``lesions`` is the lesion model, as for :func:`make_wmh_subject`.
+    made from a T1). ``lesions`` is the lesion model, as for :func:`make_wmh_subject` ("ms-flair" keeps
+    the scan's own grey matter).
     """
     from mrinets.data.atlas import mni_anatomy
     from mrinets.data.templates import load_mni
@@ -397,7 +474,8 @@ def insert_wmh(t1: np.ndarray, affine: np.ndarray, to_mni: np.ndarray, seed: int
     if lesions not in LESION_MODELS:
         raise ValueError(f"lesions must be one of {LESION_MODELS}, got {lesions!r}")
     mni, anatomy = load_mni(), mni_anatomy()
-    lesion_mni, level_mni, lesion_meta = _draw_lesions(lesions, anatomy, mni.wm.data, severity, rng)
+    lesion_mni, level_mni, lesion_meta = _draw_lesions(lesions, anatomy, mni.wm.data, severity, rng,
+                                                       np.random.default_rng([seed, 5, 1]))
     in_mni = to_mni @ affine
     lesion = affine_resample(lesion_mni, mni.affine, in_mni, t1.shape, order=1)
     core = affine_resample(mni.wm.data, mni.affine, in_mni, t1.shape, order=1) > 0.95

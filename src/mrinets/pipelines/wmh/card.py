@@ -28,7 +28,7 @@ def model_card_text(card: dict) -> str:
              *_dense_lines(card["config"].get("dense_weight", 0.0)), "",
              "## Data", "",
              "`mrinets phantom wmh` subjects (seeds from --seed-start): the MNI152 2009a tissue maps under a smooth",
-             *(_MS_LESION_LINES if card.get("phantom_lesions") == "ms" else _WMH_LESION_LINES),
+             *_LESION_LINES.get(card.get("phantom_lesions", "wmh"), _WMH_LESION_LINES),
              "T1 SNR 15-40 with a bias field; labels drawn on a 0.9 x 0.9 x 5 mm FLAIR (Gaussian slice profile,",
              "residual misregistration up to 1.5 mm / 1.5 degrees) with a per-subject threshold, small lesions",
              "missed, in-plane dilation or erosion, and about 15 % grossly wrong labels. The network never sees",
@@ -70,6 +70,13 @@ _MS_LESION_LINES = [
     "random deformation, with the `ms` lesion model (--phantom-lesions ms): ovoid lesions at the horns,",
     "across the ventricle wall, deep and juxtacortical, each at its own T1 level (0.62-0.97 of white",
     "matter at the edge, darker inside; docs/wmh.md has how it was measured on a real MS patient),"]
+_MS_FLAIR_LESION_LINES = [
+    "random deformation, with the `ms-flair` lesion model (--phantom-lesions ms-flair): the `ms` lesions",
+    "(ovoid, at the horns, across the ventricle wall, deep and juxtacortical, each at its own T1 level)",
+    "outlined as a rater draws them on FLAIR, 0.5-1.5 mm beyond their T1 hypointensity (0.85-1.0 of white",
+    "matter there), confluent periventricular lesions at higher severity, grey matter at 0.72-0.80 of white",
+    "matter (docs/wmh.md has how they were measured on a real MS patient),"]
+_LESION_LINES = {"wmh": _WMH_LESION_LINES, "ms": _MS_LESION_LINES, "ms-flair": _MS_FLAIR_LESION_LINES}
 
 
 def _growth_use_lines(card: dict) -> list[str]:
