@@ -845,8 +845,8 @@ def test_model_card_says_whether_the_mask_was_trimmed():
 
     card = dict(wmh.load_model().card)
     assert "(x, y, z), with the partial-volume trim" in _model_card({**card, "held_out_pv_trim": True})
-    grown = _model_card({**card, "held_out_pv_trim": True, "held_out_grow": True})
-    assert "trim of the mask and its growth into dark white matter (voxels it gives at least 0.1)" in grown
+    grown = _model_card({**card, "held_out_pv_trim": True, "held_out_grow": True, "grow_min_prob": 0.15})
+    assert "trim of the mask and its growth into dark white matter (voxels it gives at least 0.15)" in grown
     assert "its growth" not in _model_card({**card, "held_out_pv_trim": True, "held_out_grow": False})
     assert "dense 1 mm label" not in _model_card(card)
     dense = {**card, "config": {**card["config"], "dense_weight": 0.5}}

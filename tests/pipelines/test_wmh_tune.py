@@ -103,7 +103,7 @@ def test_cli_tune_writes_the_same_weights_with_the_chosen_floor(tmp_path, monkey
     out = tmp_path / "tuned"
     assert main(["wmh", "tune", "--weights", str(weights), "--out", str(out), "--phantoms", "2", "--seed-start",
                  "20", "--grid", "none", "0.05", "0.2", "0.3"]) == 0
-    assert asked == {"wmh": [20, 21], "ms": [22, 23]}
+    assert asked == {"wmh": [20, 21], "ms": [22, 23], "ms-flair": [24, 25]}
     assert "chose 0.2" in capsys.readouterr().out
     before, after = torch.load(weights, weights_only=True), torch.load(out / "wmh_t1.pt", weights_only=True)
     assert all(torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in before["state_dict"])
