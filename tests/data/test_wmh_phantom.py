@@ -16,7 +16,6 @@ def phantom():
     return make_wmh_subject(3, severity=0.9, snr=30.0, crop=CROP, gross=False)
 
 
-@pytest.mark.slow
 def test_ventricles_are_two_mirror_lateral_ventricles():
     anatomy = mni_anatomy()
     volume_ml = anatomy.ventricles.sum() / 1000.0
@@ -198,7 +197,6 @@ def test_ms_lesions_each_have_their_own_level_darker_inside(ms_phantom):
     assert np.median(scaled[core]) < np.median(scaled[edge]) - 0.05
 
 
-@pytest.mark.slow
 def test_ms_lesions_sit_less_on_the_ventricle_wall_than_wmh_bands(ms_phantom):
     wmh = make_wmh_subject(3, severity=0.9, snr=200.0, crop=CROP, gross=False)
     distance = _crop(mni_anatomy().ventricle_distance_mm)

@@ -121,7 +121,6 @@ def test_non_brains_are_refused(kind):
     assert issubclass(RegistrationError, InputError)
 
 
-@pytest.mark.slow
 def test_wrong_contrast_scores_low(phantom):
     head, _ = phantom
     with pytest.raises(RegistrationError, match="correlation -?0\\.\\d\\d is below 0.30"):
