@@ -361,8 +361,10 @@ def test_output_inside_the_bids_root_through_a_symlink(tmp_path, capsys):
 # ---------------------------------------------------------------- signals, stale stages, permissions
 
 _SLOW_SAVE = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
+# SIGINT as a terminal gives it: a job started in the background by a shell (e.g. CI run with &) inherits it ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from mrinets.pipelines import qsm
 original = qsm.save
 def slow(*args, **kwargs):
