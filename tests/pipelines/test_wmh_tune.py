@@ -125,3 +125,19 @@ def test_cached_maps_score_as_predict_does_on_a_phantom():
     plain = wmh.evaluate_phantoms({"n": model}, [700900], baseline_k=None, register=False, grow=False)
     assert scored[tune.floor_label(model.grow_min_prob)]["subjects"][0]["dice"] == pytest.approx(direct["dice"])
     assert scored["none"]["subjects"][0]["dice"] == pytest.approx(plain["subjects"]["n"][0]["dice"])
+
+
+def test_library_tunes_on_every_lesion_model_by_default_as_the_command_does(monkeypatch):
+    from mrinets.data.phantoms.wmh import LESION_MODELS
+
+    asked = {}
+
+    def cached(model, seeds, **kw):
+        asked.update(seeds)
+        return [_case(lesions, seed) for lesions, group in seeds.items() for seed in group]
+
+    monkeypatch.setattr(tune, "tuning_cases", cached)
+    model = wmh.WmhModel(None, (8, 8, 8), {"subjects": {"phantoms": 2, "seed_start": 10}})
+    report = tune.tune_growth(model, phantoms=1, seed_start=20, quiet=True)
+    assert list(asked) == list(LESION_MODELS) == list(report["seeds"])
+    assert report["chosen"] == 0.2

@@ -148,15 +148,19 @@ def choose_floor(scores: dict, tie: float = TIE) -> float | None:
 
 
 def tune_growth(model: WmhModel, *, phantoms: int = 6, seed_start: int = TUNE_SEED_START,
-                lesion_models: Sequence[str] = ("wmh", "ms"), grid: Sequence[float | None] = GROW_GRID,
+                lesion_models: Sequence[str] | None = None, grid: Sequence[float | None] = GROW_GRID,
                 device: str = "cpu", quiet: bool = False) -> dict:
-    """Score ``grid`` on tuning phantoms of each lesion model and choose a floor by :data:`RULE`.
+    """Score ``grid`` on tuning phantoms of each lesion model (None: all, as ``mrinets wmh tune``) and choose a
+    floor by :data:`RULE`.
 
     Refuses seeds the network was trained on (its card's subjects) or that
     reach the held-out test seeds. Returns a report: the seeds, the rule,
     each floor's scores, the chosen floor (None: no growth) and the floor the
     network had before.
     """
+    from mrinets.data.phantoms.wmh import LESION_MODELS
+
+    lesion_models = LESION_MODELS if lesion_models is None else lesion_models
     seeds, grid = check_tuning(model, phantoms, seed_start, lesion_models, grid)
     cases = tuning_cases(model, seeds, device=device, quiet=quiet)
     scores = score_grid(cases, grid)
