@@ -141,3 +141,25 @@ def test_library_tunes_on_every_lesion_model_by_default_as_the_command_does(monk
     report = tune.tune_growth(model, phantoms=1, seed_start=20, quiet=True)
     assert list(asked) == list(LESION_MODELS) == list(report["seeds"])
     assert report["chosen"] == 0.2
+
+
+def test_cli_tune_defaults_are_the_librarys(tmp_path, monkeypatch):
+    from mrinets.pipelines.wmh.model import WmhTrainConfig, build_network
+
+    config = WmhTrainConfig(channels=(4, 8, 16, 32), patch_size=(32, 32, 24))
+    weights = wmh.save_weights(build_network(config.channels), config, tmp_path / "w.pt",
+                               {"command": "test", "config": {}, "n_subjects": 2, "train_seconds": 1.0,
+                                "dropped_by_two_step": [],
+                                "subjects": {"phantoms": 2, "seed_start": 10, "pairs": None}})
+    asked = {}
+
+    def cached(model, seeds, **kw):
+        asked.update(seeds)
+        return [_case(lesions, seed) for lesions, group in seeds.items() for seed in group]
+
+    monkeypatch.setattr(tune, "tuning_cases", cached)
+    out = tmp_path / "tuned"
+    assert main(["wmh", "tune", "--weights", str(weights), "--out", str(out), "--phantoms", "1", "--quiet"]) == 0
+    assert min(s for group in asked.values() for s in group) == tune.TUNE_SEED_START
+    report = json.loads((out / "tune_report.json").read_text())
+    assert report["grid"] == [tune.floor_label(f) for f in tune.GROW_GRID]

@@ -129,11 +129,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--weights", required=True, help="weights file from `mrinets wmh train` (e.g. the shipped one)")
     u.add_argument("--out", required=True, help="output folder")
     u.add_argument("--phantoms", type=positive_int, default=6, help="tuning phantoms per lesion model (default 6)")
-    u.add_argument("--seed-start", type=nonnegative_int, default=700_000,
+    u.add_argument("--seed-start", type=nonnegative_int, default=None,
                    help="first tuning seed (default 700000; seeds run on from model to model, below 900000)")
     u.add_argument("--phantom-lesions", nargs="+", choices=LESION_MODELS, default=list(LESION_MODELS),
                    help="lesion models of the tuning phantoms (default: all)")
-    u.add_argument("--grid", nargs="+", type=_floor, default=[None, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5],
+    u.add_argument("--grid", nargs="+", type=_floor, default=None,
                    metavar="FLOOR", help="floors to score, 'none' for no growth (default: none 0.05 0.1 0.15 0.2 "
                                          "0.3 0.5)")
     u.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -221,14 +221,16 @@ def _tune(args: argparse.Namespace) -> int:
     from mrinets.pipelines.wmh import tune
     from mrinets.training.engine import resolve_device
 
-    grid = args.grid
+    # Defaults live in the library (tune.GROW_GRID, tune.TUNE_SEED_START), imported only when the command runs.
+    grid = tune.GROW_GRID if args.grid is None else args.grid
+    seed_start = tune.TUNE_SEED_START if args.seed_start is None else args.seed_start
     model = wmh.load_model(args.weights)
     # Every flag is checked before the output folder is made and the phantoms are simulated.
-    tune.check_tuning(model, args.phantoms, args.seed_start, args.phantom_lesions, grid)
+    tune.check_tuning(model, args.phantoms, seed_start, args.phantom_lesions, grid)
     ensure_outdir(args.out)
-    command = tune.tune_command(args.weights, args.out, phantoms=args.phantoms, seed_start=args.seed_start,
+    command = tune.tune_command(args.weights, args.out, phantoms=args.phantoms, seed_start=seed_start,
                                 lesion_models=args.phantom_lesions, grid=grid)
-    report = tune.tune_growth(model, phantoms=args.phantoms, seed_start=args.seed_start,
+    report = tune.tune_growth(model, phantoms=args.phantoms, seed_start=seed_start,
                               lesion_models=args.phantom_lesions, grid=grid,
                               device=str(resolve_device(args.device)), quiet=args.quiet)
     path = tune.save_tuned(args.weights, args.out, report, command)
